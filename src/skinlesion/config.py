@@ -1,0 +1,164 @@
+"""Layered configuration: dataclass defaults, then a YAML file, then CLI flags.
+
+Each pipeline stage owns one dataclass (a section of :class:`RunConfig`). The resolved config is
+written to the run directory as ``config.yaml`` so every run can be reproduced from its own files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import atomic
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid (message names the key and the remedy)."""
+
+
+@dataclass
+class DataConfig:
+    """Where the HAM10000-layout dataset is and how strictly to check it."""
+
+    root: str | None = None  # data root: HAM10000_metadata.csv + images anywhere below
+    metadata: str | None = None  # metadata CSV; default <root>/HAM10000_metadata.csv
+    allow_missing: float = 0.0  # fraction of images allowed missing/corrupt (they are dropped)
+    verify: bool = False  # decode every image once to find corrupt files
+
+
+@dataclass
+class SplitConfig:
+    """Lesion-level stratified split."""
+
+    seed: int = 42
+    ratios: tuple[float, float, float] = (0.70, 0.15, 0.15)  # train, val, test
+    folds: int | None = None  # grouped K-fold over train+val (test still held out)
+
+
+@dataclass
+class DemoConfig:
+    """Synthetic demo dataset."""
+
+    n: int = 600
+    seed: int = 0
+    image_size: tuple[int, int] = (300, 225)  # width, height
+
+
+@dataclass
+class RunConfig:
+    """Every option of a run, one section per stage."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated field type, or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ConfigError(f"config key {key!r}: expected a list of {len(args)} values, got {value!r}")
+        elem_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        return tuple(_coerce(v, t, key) for v, t in zip(value, elem_types))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
+    if tp in (int, float, str):
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {key!r}: expected {tp.__name__}, got {value!r}") from None
+    if typing.get_origin(tp) is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"config key {key!r}: expected one of {list(args)}, got {value!r}")
+        return value
+    return value
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls)
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "command line") -> RunConfig:
+    """Return a copy of ``cfg`` with dotted ``section.field`` overrides applied and type-checked."""
+    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    changes: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        section, _, name = dotted.partition(".")
+        if section not in sections:
+            raise ConfigError(f"{source}: unknown config section {section!r} (known: {', '.join(sections)})")
+        hints = _section_types(type(sections[section]))
+        if name not in hints:
+            raise ConfigError(
+                f"{source}: unknown config key {dotted!r} (known in {section!r}: {', '.join(hints)})")
+        changes.setdefault(section, {})[name] = _coerce(value, hints[name], dotted)
+    new_sections = {s: dataclasses.replace(obj, **changes.get(s, {})) for s, obj in sections.items()}
+    return dataclasses.replace(cfg, **new_sections)
+
+
+def flatten(mapping: dict[str, Any], source: str) -> dict[str, Any]:
+    """``{'split': {'seed': 1}}`` -> ``{'split.seed': 1}``; each section must be a mapping."""
+    flat: dict[str, Any] = {}
+    for section, values in mapping.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping of keys to values")
+        for name, value in values.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (dotted keys)."""
+    cfg = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections (data:, split:, ...)")
+        cfg = apply_overrides(cfg, flatten(loaded, str(path)), source=str(path))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) suitable for YAML/JSON."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: RunConfig, run_dir: str | Path) -> Path:
+    """Write the resolved config to ``run_dir/config.yaml`` atomically."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return atomic.write_text(Path(run_dir) / "config.yaml", text)
+
+
+def field_default(dotted: str) -> Any:
+    """The dataclass default of a dotted key (for CLI help texts)."""
+    section, _, name = dotted.partition(".")
+    return getattr(getattr(RunConfig(), section), name)

@@ -1,0 +1,169 @@
+"""Read and validate a HAM10000-layout dataset: ``HAM10000_metadata.csv`` plus images below the root."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..labels import BINARY_LABEL, DX_CODES
+from .images import ImageDecodeError, load_rgb
+
+METADATA_FILENAME = "HAM10000_metadata.csv"
+REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("dx_type", "age", "sex", "localization")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+
+
+class DataError(ValueError):
+    """The dataset is unusable as given; the message names the file, rows and the remedy."""
+
+
+def _rows(index: pd.Index | list, limit: int = 10) -> str:
+    """CSV line numbers (header is line 1) for DataFrame indices, shortened after ``limit``."""
+    lines = [str(int(i) + 2) for i in index]
+    more = f" and {len(lines) - limit} more" if len(lines) > limit else ""
+    return ", ".join(lines[:limit]) + more
+
+
+def _ids(values, limit: int = 10) -> str:
+    values = [str(v) for v in values]
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(values[:limit]) + more
+
+
+def read_metadata(csv_path: str | Path) -> pd.DataFrame:
+    """Read and validate the metadata CSV; return it with an added ``label`` (0 benign, 1 malignant)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(
+            f"metadata file {csv_path} not found. Remedy: put HAM10000_metadata.csv in the data root "
+            f"(columns {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}) or pass --metadata FILE.")
+    try:
+        frame = pd.read_csv(csv_path, dtype={"lesion_id": str, "image_id": str, "dx": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv_path}: cannot be read as CSV ({exc}). Remedy: export it as comma-separated UTF-8.")
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{csv_path}: missing required column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))}). "
+            f"Remedy: the CSV needs columns {', '.join(REQUIRED_COLUMNS)}; rename yours to match.")
+    if frame.empty:
+        raise DataError(f"{csv_path}: has a header but no rows. Remedy: point --data at the full dataset.")
+    for col in REQUIRED_COLUMNS:
+        frame[col] = frame[col].str.strip()
+        empty = frame.index[frame[col].isna() | (frame[col] == "")]
+        if len(empty):
+            raise DataError(f"{csv_path}: rows {_rows(empty)} have an empty {col}. Remedy: fill them in or remove those rows.")
+    frame["dx"] = frame["dx"].str.lower()
+    unknown = sorted(set(frame["dx"]) - set(DX_CODES))
+    if unknown:
+        bad = frame.index[frame["dx"].isin(unknown)]
+        raise DataError(
+            f"{csv_path}: unknown dx code(s) {', '.join(map(repr, unknown))} in rows {_rows(bad)}. "
+            f"Remedy: use the HAM10000 codes {', '.join(DX_CODES)}.")
+    dup = frame.index[frame["image_id"].duplicated(keep=False)]
+    if len(dup):
+        ids = frame.loc[dup, "image_id"].unique()
+        raise DataError(
+            f"{csv_path}: duplicate image_id {_ids(ids)} (rows {_rows(dup)}). Remedy: each image must appear once.")
+    dx_per_lesion = frame.groupby("lesion_id")["dx"].nunique()
+    conflicting = dx_per_lesion.index[dx_per_lesion > 1]
+    if len(conflicting):
+        rows = frame.index[frame["lesion_id"].isin(conflicting)]
+        raise DataError(
+            f"{csv_path}: lesion_id {_ids(conflicting)} has images with different dx (rows {_rows(rows)}). "
+            f"Remedy: a lesion has one diagnosis; correct the dx or the lesion_id of those rows.")
+    frame["label"] = frame["dx"].map(BINARY_LABEL).astype(int)
+    return frame
+
+
+def find_images(root: str | Path) -> dict[str, Path]:
+    """Map image_id (file stem) -> path for every .jpg/.jpeg/.png anywhere below ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist. Remedy: pass the folder holding {METADATA_FILENAME} and the images.")
+    found: dict[str, Path] = {}
+    clashes: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = Path(dirpath) / name
+            if stem in found:
+                clashes.append(f"{stem}: {found[stem]} and {path}")
+                continue
+            found[stem] = path
+    if clashes:
+        raise DataError(
+            f"{root}: {len(clashes)} image_id(s) found in more than one file ({'; '.join(clashes[:5])}). "
+            "Remedy: keep one file per image_id below the data root.")
+    return found
+
+
+@dataclass
+class LoadedDataset:
+    """A validated dataset: one row per usable image (metadata columns, ``label`` and ``path``)."""
+
+    root: Path
+    metadata_path: Path
+    frame: pd.DataFrame
+    missing_ids: list[str] = field(default_factory=list)
+    corrupt: dict[str, str] = field(default_factory=dict)  # image_id -> error
+
+    @property
+    def dropped(self) -> int:
+        return len(self.missing_ids) + len(self.corrupt)
+
+
+def verify_images(paths: dict[str, Path], progress: bool = True) -> dict[str, str]:
+    """Decode every image once; return image_id -> error text for those that fail."""
+    from tqdm.auto import tqdm
+
+    bad: dict[str, str] = {}
+    for image_id, path in tqdm(paths.items(), desc="verify images", unit="img", disable=not progress):
+        try:
+            load_rgb(path)
+        except ImageDecodeError as exc:
+            bad[image_id] = str(exc)
+    return bad
+
+
+def load_dataset(root: str | Path, metadata: str | Path | None = None, allow_missing: float = 0.0,
+                 verify: bool = False, progress: bool = True) -> LoadedDataset:
+    """Validate metadata and images; drop missing/corrupt images only within ``allow_missing``."""
+    root = Path(root)
+    if not 0.0 <= allow_missing < 1.0:
+        raise DataError(f"--allow-missing must be a fraction in [0, 1), got {allow_missing}")
+    metadata_path = Path(metadata) if metadata else root / METADATA_FILENAME
+    frame = read_metadata(metadata_path)
+    images = find_images(root)
+    frame["path"] = frame["image_id"].map(lambda i: str(images[i]) if i in images else None)
+    missing_ids = frame.loc[frame["path"].isna(), "image_id"].tolist()
+    corrupt: dict[str, str] = {}
+    if verify:
+        present = dict(zip(frame.loc[frame["path"].notna(), "image_id"], frame.loc[frame["path"].notna(), "path"]))
+        corrupt = verify_images(present, progress=progress)
+    n_bad = len(missing_ids) + len(corrupt)
+    if n_bad:
+        fraction = n_bad / len(frame)
+        if fraction > allow_missing:
+            parts = []
+            if missing_ids:
+                parts.append(f"{len(missing_ids)} image(s) listed in {metadata_path} have no .jpg/.jpeg/.png file "
+                             f"below {root}: {_ids(missing_ids, 20)}")
+            if corrupt:
+                parts.append(f"{len(corrupt)} image(s) cannot be decoded: "
+                             + "; ".join(f"{k}: {v}" for k, v in list(corrupt.items())[:10]))
+            raise DataError(
+                ". ".join(parts) + f". That is {fraction:.2%} of {len(frame)} rows, above the allowed "
+                f"{allow_missing:.2%}. Remedy: add or replace those files, or pass --allow-missing {max(fraction, 0.0001):.4f} "
+                "to drop them from the run (they are reported).")
+        frame = frame[frame["path"].notna() & ~frame["image_id"].isin(list(corrupt))].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"{metadata_path}: no usable images remain below {root}.")
+    return LoadedDataset(root=root, metadata_path=metadata_path, frame=frame,
+                         missing_ids=missing_ids, corrupt=corrupt)

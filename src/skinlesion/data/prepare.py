@@ -1,0 +1,52 @@
+"""The `prepare` stage: validate a dataset and write the run's lesion-level split."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import ConfigError, RunConfig, save_config
+from .metadata import LoadedDataset, load_dataset
+from .split import format_table, make_split, summarize, write_split
+
+
+@dataclass
+class PrepareResult:
+    """What `prepare` produced: the split frame, its summary (split.json) and the dataset report."""
+
+    run_dir: Path
+    split: pd.DataFrame
+    summary: dict
+    dataset: LoadedDataset
+
+    def report(self) -> str:
+        """Human-readable summary: dropped images (if any) and the per-split table."""
+        lines = [f"dataset: {self.dataset.metadata_path} ({len(self.dataset.frame)} usable images)"]
+        if self.dataset.missing_ids:
+            lines.append(f"dropped {len(self.dataset.missing_ids)} missing image(s): {', '.join(self.dataset.missing_ids[:20])}")
+        if self.dataset.corrupt:
+            lines.append(f"dropped {len(self.dataset.corrupt)} corrupt image(s): {', '.join(list(self.dataset.corrupt)[:20])}")
+        folds = self.summary.get("folds")
+        lines.append(f"split (seed {self.summary['seed']}, ratios {self.summary['ratios']}"
+                     + (f", {folds} folds, fold 0 as val" if folds else "") + "):")
+        lines.append(format_table(self.summary))
+        lines.append(f"wrote {self.run_dir / 'split.csv'} and {self.run_dir / 'split.json'}")
+        return "\n".join(lines)
+
+
+def prepare(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PrepareResult:
+    """Validate ``cfg.data``, split by lesion, and write split.csv, split.json and config.yaml."""
+    run_dir = Path(run_dir)
+    if cfg.data.root is None:
+        raise ConfigError("no data folder given: pass --data DIR (the folder with HAM10000_metadata.csv)")
+    dataset = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, progress)
+    split = make_split(dataset.frame, cfg.split.seed, cfg.split.ratios, cfg.split.folds)
+    summary = summarize(split, cfg.split.seed, cfg.split.ratios, cfg.split.folds)
+    summary["dataset"] = {"root": str(Path(cfg.data.root).resolve()), "metadata": str(dataset.metadata_path.resolve()),
+                          "usable_images": int(len(dataset.frame)), "missing_ids": dataset.missing_ids,
+                          "corrupt_ids": sorted(dataset.corrupt)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_split(split, summary, run_dir)
+    save_config(cfg, run_dir)
+    return PrepareResult(run_dir, split, summary, dataset)

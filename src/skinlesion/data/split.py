@@ -1,0 +1,193 @@
+"""Lesion-level, dx-stratified train/val/test split and grouped K-fold; writing, loading and checking."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import atomic
+from ..labels import DX_CODES
+from .metadata import DataError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "dx", "label", "split")
+
+
+def check_ratios(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Three non-negative fractions (train, val, test) that sum to 1 with train > 0."""
+    ratios = tuple(float(r) for r in ratios)
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0:
+        raise DataError(f"--ratios must be three non-negative fractions train val test summing to 1, got {ratios}")
+    return ratios  # type: ignore[return-value]
+
+
+def _lesions_by_dx(frame: pd.DataFrame) -> dict[str, list[str]]:
+    lesion_dx = frame.groupby("lesion_id", sort=True)["dx"].first()
+    return {dx: sorted(lesion_dx.index[lesion_dx == dx]) for dx in DX_CODES}
+
+
+def _split_counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Lesions per split for one dx; every split with a positive ratio gets one when n allows."""
+    n_val = int(round(n * ratios[1]))
+    n_test = int(round(n * ratios[2]))
+    if n >= 3:
+        n_val = max(n_val, 1 if ratios[1] > 0 else 0)
+        n_test = max(n_test, 1 if ratios[2] > 0 else 0)
+    n_val = min(n_val, max(n - 1, 0))
+    n_test = min(n_test, max(n - 1 - n_val, 0))
+    return n - n_val - n_test, n_val, n_test
+
+
+def make_split(frame: pd.DataFrame, seed: int = 42, ratios=(0.70, 0.15, 0.15),
+               folds: int | None = None) -> pd.DataFrame:
+    """Assign each lesion (with all its images) to one split, stratified by dx.
+
+    Deterministic for a seed on any machine (NumPy's legacy ``RandomState`` stream is frozen).
+    With ``folds=K`` the test share is still held out; the other lesions get ``fold`` 0..K-1
+    (round-robin within each dx after shuffling) and fold 0 is the validation split.
+    """
+    ratios = check_ratios(ratios)
+    if folds is not None and folds < 2:
+        raise DataError(f"--folds must be at least 2, got {folds}")
+    rng = np.random.RandomState(seed)
+    lesion_split: dict[str, str] = {}
+    lesion_fold: dict[str, int] = {}
+    offset = 0
+    for dx, lesions in _lesions_by_dx(frame).items():
+        order = [lesions[i] for i in rng.permutation(len(lesions))]
+        if folds is None:
+            n_train, n_val, _ = _split_counts(len(order), ratios)
+            for i, lesion in enumerate(order):
+                lesion_split[lesion] = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+        else:
+            _, _, n_test = _split_counts(len(order), ratios)
+            for i, lesion in enumerate(order):
+                if i < n_test:
+                    lesion_split[lesion], lesion_fold[lesion] = "test", -1
+                else:
+                    fold = (offset + i - n_test) % folds
+                    lesion_split[lesion], lesion_fold[lesion] = ("val" if fold == 0 else "train"), fold
+            offset += len(order) - n_test
+    out = frame.loc[:, ["image_id", "lesion_id", "dx", "label"]].copy()
+    out["split"] = out["lesion_id"].map(lesion_split)
+    if folds is not None:
+        out["fold"] = out["lesion_id"].map(lesion_fold).astype(int)
+    out = out.sort_values(["split", "lesion_id", "image_id"], key=_split_order).reset_index(drop=True)
+    check_lesion_disjoint(out)
+    return out
+
+
+def _split_order(col: pd.Series) -> pd.Series:
+    return col.map({s: i for i, s in enumerate(SPLITS)}) if col.name == "split" else col
+
+
+def use_fold(split: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """Return a copy whose ``split`` makes ``fold`` the validation split (K-fold split files only)."""
+    if "fold" not in split.columns:
+        raise DataError("this split has no 'fold' column; run prepare with --folds K to cross-validate")
+    k = int(split["fold"].max()) + 1
+    if not 0 <= fold < k:
+        raise DataError(f"fold {fold} does not exist; this split has folds 0..{k - 1}")
+    out = split.copy()
+    cv = out["fold"] >= 0
+    out.loc[cv, "split"] = np.where(out.loc[cv, "fold"] == fold, "val", "train")
+    check_lesion_disjoint(out)
+    return out
+
+
+def check_lesion_disjoint(split: pd.DataFrame, source: str = "split") -> None:
+    """Raise DataError if any lesion_id is in two splits (or two folds)."""
+    for col in ("split", "fold"):
+        if col not in split.columns:
+            continue
+        n = split.groupby("lesion_id")[col].nunique()
+        leaked = n.index[n > 1].tolist()
+        if leaked:
+            raise DataError(
+                f"{source}: lesion_id(s) {', '.join(leaked[:10])}{' ...' if len(leaked) > 10 else ''} appear in "
+                f"more than one {col} — images of one lesion in two splits leak information. "
+                "Remedy: re-create the split with `skinlesion prepare`.")
+
+
+def lesion_hash(split: pd.DataFrame) -> dict[str, str]:
+    """SHA-256 of the sorted lesion ids of each split (and of all splits together)."""
+    hashes = {}
+    for name in SPLITS:
+        ids = sorted(split.loc[split["split"] == name, "lesion_id"].unique())
+        hashes[name] = hashlib.sha256(("\n".join(ids)).encode()).hexdigest()
+    hashes["all"] = hashlib.sha256("".join(hashes[s] for s in SPLITS).encode()).hexdigest()
+    return hashes
+
+
+def summarize(split: pd.DataFrame, seed: int, ratios, folds: int | None = None) -> dict:
+    """The split.json content: seed, ratios, counts per split and dx, lesion hashes."""
+    counts = {}
+    for name in SPLITS:
+        part = split[split["split"] == name]
+        counts[name] = {
+            "images": int(len(part)),
+            "lesions": int(part["lesion_id"].nunique()),
+            "malignant_images": int(part["label"].sum()),
+            "malignant_lesions": int(part.loc[part["label"] == 1, "lesion_id"].nunique()),
+            "dx_images": {dx: int((part["dx"] == dx).sum()) for dx in DX_CODES},
+        }
+    summary = {"seed": int(seed), "ratios": [float(r) for r in ratios], "folds": folds,
+               "counts": counts, "lesion_hash": lesion_hash(split)}
+    if folds:
+        summary["fold_images"] = {int(k): int(v) for k, v in split[split["fold"] >= 0]["fold"].value_counts().sort_index().items()}
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """Per-split table: images, lesions, malignant and images per dx."""
+    head = ["split", "images", "lesions", "malignant", "mal %"] + list(DX_CODES)
+    rows = []
+    for name in SPLITS:
+        c = summary["counts"][name]
+        pct = 100.0 * c["malignant_images"] / c["images"] if c["images"] else 0.0
+        rows.append([name, c["images"], c["lesions"], c["malignant_images"], f"{pct:.1f}"]
+                    + [c["dx_images"][dx] for dx in DX_CODES])
+    total = [sum(summary["counts"][s][k] for s in SPLITS) for k in ("images", "lesions", "malignant_images")]
+    pct = 100.0 * total[2] / total[0] if total[0] else 0.0
+    rows.append(["total", *total, f"{pct:.1f}"] + [sum(summary["counts"][s]["dx_images"][dx] for s in SPLITS) for dx in DX_CODES])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def write_split(split: pd.DataFrame, summary: dict, run_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``split.csv`` and ``split.json`` atomically into ``run_dir``."""
+    run_dir = Path(run_dir)
+    check_lesion_disjoint(split)
+    csv_path = atomic.write_csv(run_dir / "split.csv", split)
+    json_path = atomic.write_json(run_dir / "split.json", summary)
+    return csv_path, json_path
+
+
+def load_split(run_dir: str | Path) -> pd.DataFrame:
+    """Read ``run_dir/split.csv``, check its columns, lesion-disjointness and its hash in split.json."""
+    run_dir = Path(run_dir)
+    path = run_dir / "split.csv"
+    if not path.is_file():
+        raise DataError(f"{path} not found. Remedy: run `skinlesion prepare --data DIR --out {run_dir}` first.")
+    split = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "dx": str})
+    missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}. Remedy: re-create it with `skinlesion prepare`.")
+    bad = sorted(set(split["split"]) - set(SPLITS))
+    if bad:
+        raise DataError(f"{path}: unknown split name(s) {bad}; expected {', '.join(SPLITS)}.")
+    if split["image_id"].duplicated().any():
+        dup = split.loc[split["image_id"].duplicated(), "image_id"].tolist()
+        raise DataError(f"{path}: image_id(s) listed twice: {', '.join(dup[:10])}. Remedy: re-create it with `skinlesion prepare`.")
+    check_lesion_disjoint(split, source=str(path))
+    json_path = run_dir / "split.json"
+    if json_path.is_file():
+        recorded = json.loads(json_path.read_text(encoding="utf-8")).get("lesion_hash", {}).get("all")
+        if recorded and recorded != lesion_hash(split)["all"]:
+            raise DataError(f"{path} no longer matches the lesion hash in {json_path} (edited by hand?). "
+                            "Remedy: re-create both with `skinlesion prepare`.")
+    return split

@@ -1,0 +1,67 @@
+"""HAM10000 diagnosis codes and the label mappings derived from them — the single source of truth."""
+from __future__ import annotations
+
+from typing import Literal
+
+Task = Literal["binary", "7class"]
+TASKS: tuple[str, ...] = ("binary", "7class")
+
+#: The seven HAM10000 ``dx`` codes, in the fixed order used for 7-class indices.
+DX_CODES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+#: Human-readable names for each dx code.
+DX_NAMES: dict[str, str] = {
+    "akiec": "Actinic keratosis / intraepithelial carcinoma (Bowen's disease)",
+    "bcc": "Basal cell carcinoma",
+    "bkl": "Benign keratosis-like lesion",
+    "df": "Dermatofibroma",
+    "mel": "Melanoma",
+    "nv": "Melanocytic nevus",
+    "vasc": "Vascular lesion",
+}
+
+MALIGNANT_DX: frozenset[str] = frozenset({"akiec", "bcc", "mel"})
+BENIGN_DX: frozenset[str] = frozenset({"nv", "bkl", "vasc", "df"})
+
+#: dx -> 0 (benign) / 1 (malignant).
+BINARY_LABEL: dict[str, int] = {dx: int(dx in MALIGNANT_DX) for dx in DX_CODES}
+BINARY_CLASS_NAMES: tuple[str, ...] = ("benign", "malignant")
+
+#: dx -> class index for the 7-class task.
+SEVEN_CLASS_LABEL: dict[str, int] = {dx: i for i, dx in enumerate(DX_CODES)}
+
+#: Indices of the malignant classes in the 7-class output (p(malignant) = sum of these).
+MALIGNANT_CLASS_INDICES: tuple[int, ...] = tuple(SEVEN_CLASS_LABEL[dx] for dx in DX_CODES if dx in MALIGNANT_DX)
+
+#: Share of each dx among the 10,015 HAM10000 images (Tschandl et al. 2018).
+HAM10000_DX_COUNTS: dict[str, int] = {
+    "nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142, "df": 115,
+}
+
+
+def binary_label(dx: str) -> int:
+    """0 for benign, 1 for malignant; raises KeyError naming the code if unknown."""
+    try:
+        return BINARY_LABEL[dx]
+    except KeyError:
+        raise KeyError(f"unknown dx code {dx!r}; expected one of {', '.join(DX_CODES)}") from None
+
+
+def label_for(dx: str, task: str = "binary") -> int:
+    """The training target for ``dx`` under ``task`` ('binary' or '7class')."""
+    if task == "binary":
+        return binary_label(dx)
+    if task == "7class":
+        if dx not in SEVEN_CLASS_LABEL:
+            raise KeyError(f"unknown dx code {dx!r}; expected one of {', '.join(DX_CODES)}")
+        return SEVEN_CLASS_LABEL[dx]
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def class_names(task: str = "binary") -> tuple[str, ...]:
+    """Output class names for ``task``."""
+    if task == "binary":
+        return BINARY_CLASS_NAMES
+    if task == "7class":
+        return DX_CODES
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
