@@ -9,8 +9,9 @@ from . import __version__
 from .config import ConfigError, field_default, load_config
 from .data.images import ImageDecodeError
 from .data.metadata import DataError
+from .models.weights import WeightsUnavailableError
 
-USER_ERRORS = (DataError, ConfigError, ImageDecodeError, FileExistsError, FileNotFoundError)
+USER_ERRORS = (DataError, ConfigError, ImageDecodeError, FileExistsError, FileNotFoundError, WeightsUnavailableError)
 
 
 def _opt(parser: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) -> None:
@@ -37,6 +38,40 @@ def _add_split_opts(p: argparse.ArgumentParser) -> None:
 def _add_demo_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--n", "demo.n", "number of synthetic images", type=int)
     _opt(p, "--seed", "demo.seed", "random seed of the synthetic data", type=int)
+
+
+def _add_train_opts(p: argparse.ArgumentParser) -> None:
+    from .models.registry import list_backbones
+    _opt(p, "--arch", "train.arch", f"backbone: {', '.join(list_backbones())} or any timm model name")
+    _opt(p, "--task", "train.task", "binary (benign/malignant) or 7class (dx)", choices=["binary", "7class"])
+    _opt(p, "--epochs", "train.epochs", "total epochs over both phases", type=int)
+    _opt(p, "--batch-size", "train.batch_size", "batch size", type=int)
+    _opt(p, "--image-size", "train.image_size", "input size in pixels (None: the backbone's default)", type=int)
+    _opt(p, "--weights", "train.weights", "local .safetensors/state-dict file with ImageNet weights", metavar="FILE")
+    p.add_argument("--no-pretrained", dest="train.pretrained", action="store_false", default=argparse.SUPPRESS,
+                   help="random initialisation (default: pretrained weights)")
+    _opt(p, "--phases", "train.phases", "2: frozen backbone, then partial unfreeze; 1: full fine-tuning", type=int, choices=[1, 2])
+    _opt(p, "--phase1-epochs", "train.phase1_epochs", "epochs with the backbone frozen", type=int)
+    _opt(p, "--lr", "train.lr", "phase-1 learning rate (phase 2: lr * --phase2-lr-factor)", type=float)
+    _opt(p, "--phase2-lr-factor", "train.phase2_lr_factor", "phase-2 lr multiplier", type=float)
+    _opt(p, "--unfreeze-groups", "train.unfreeze_groups", "backbone groups (stages) trained in phase 2 "
+         "(None: per-architecture default)", type=int)
+    _opt(p, "--dropout", "train.dropout", "dropout before the linear head", type=float)
+    _opt(p, "--balanced-sampler", "train.balanced_sampler", "class-balanced sampling instead of loss weights", action="store_true")
+    _opt(p, "--patience", "train.patience", "early-stopping patience (epochs) on val PR-AUC", type=int)
+    _opt(p, "--num-workers", "train.num_workers", "DataLoader workers (None: min(4, cores/2))", type=int)
+    _opt(p, "--cache-dir", "train.cache_dir", "decoded-image cache folder (None: ~/.cache/skinlesion)", metavar="DIR")
+    _opt(p, "--accelerator", "train.accelerator", "Lightning accelerator: auto, cpu, gpu, mps")
+    _opt(p, "--devices", "train.devices", "Lightning devices: auto, N")
+    _opt(p, "--strategy", "train.strategy", "Lightning strategy: auto, ddp, ...")
+    _opt(p, "--precision", "train.precision", "Lightning precision (None: bf16/fp16 mixed on CUDA, else 32-true)")
+    _opt(p, "--seed", "train.seed", "seed for weights init, sampling and augmentation", type=int)
+    _opt(p, "--fold", "train.fold", "with a --folds split: the fold used for validation", type=int)
+    _opt(p, "--limit-train-batches", "train.limit_train_batches", "batches (int) or fraction per epoch, for quick checks", type=_num)
+
+
+def _num(text: str):
+    return float(text) if "." in text else int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_opts(p)
     p.set_defaults(func=cmd_make_demo_data)
 
+    p = verb("train", "train a classifier on a run's split (running prepare first if needed) and save a bundle")
+    _add_data_opts(p)
+    _add_train_opts(p)
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (split, checkpoints, bundle)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
     p = verb("demo", "run the pipeline end to end on freshly generated synthetic data (offline)")
     p.add_argument("--out", metavar="DIR", help="new folder for demo data and run (default: a temp folder)")
     _add_demo_opts(p)
+    _opt(p, "--epochs", "demo.epochs", "training epochs of the demo", type=int)
+    _opt(p, "--image-size", "demo.train_size", "model input size of the demo", type=int)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -96,6 +140,20 @@ def cmd_make_demo_data(args, cfg) -> int:
     from .data.synthetic import make_demo_data
     out = make_demo_data(args.out, cfg.demo.n, cfg.demo.seed, cfg.demo.image_size, progress=not args.quiet)
     print(f"wrote {cfg.demo.n} synthetic images and HAM10000_metadata.csv to {out}")
+    return 0
+
+
+def print_train_result(result) -> None:
+    v = result.val_metrics
+    print(f"val ROC-AUC {v['roc_auc']:.3f}, PR-AUC {v['pr_auc']:.3f}, sensitivity {v['sensitivity']:.3f} / "
+          f"specificity {v['specificity']:.3f} at 0.5 ({result.epochs} epochs, {result.seconds / 60:.1f} min, "
+          f"{result.train_images_per_s:.1f} train img/s)")
+    print(f"bundle: {result.bundle}")
+
+
+def cmd_train(args, cfg) -> int:
+    from .training.fit import train
+    print_train_result(train(cfg, args.out, resume=args.resume, progress=not args.quiet))
     return 0
 
 

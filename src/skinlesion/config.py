@@ -46,7 +46,45 @@ class DemoConfig:
 
     n: int = 600
     seed: int = 0
-    image_size: tuple[int, int] = (300, 225)  # width, height
+    image_size: tuple[int, int] = (300, 225)  # width, height of the generated JPEGs
+    arch: str = "efficientnet_lite0"  # trained by the demo (its ImageNet weights ship with pip)
+    epochs: int = 6  # demo training: a few epochs so the whole demo takes minutes on a CPU
+    phase1_epochs: int = 3
+    lr: float = 1e-3  # higher than train's 1e-4: few epochs on a small synthetic set
+    train_size: int = 160  # model input size for the demo
+
+
+@dataclass
+class TrainConfig:
+    """Model, two-phase fine-tuning and Trainer options."""
+
+    arch: str = "efficientnet_lite0"
+    task: str = "binary"  # binary | 7class
+    image_size: int | None = None  # None: backbone default, lowered to the images' median shorter side (/32)
+    pretrained: bool = True
+    weights: str | None = None  # local .safetensors / state-dict file; overrides package and hub weights
+    epochs: int = 15  # total, both phases (5 frozen + 10 partially unfrozen)
+    phases: int = 2  # 2: frozen backbone then partial unfreeze; 1: full fine-tuning from the start
+    phase1_epochs: int = 5
+    lr: float = 1e-4  # phase 1 (phase 2 uses lr * phase2_lr_factor)
+    phase2_lr_factor: float = 0.1
+    weight_decay: float = 1e-4
+    unfreeze_groups: int | None = None  # None: the backbone's registry default
+    dropout: float = 0.3
+    batch_size: int = 32
+    balanced_sampler: bool = False
+    patience: int = 5  # early stopping on val PR-AUC
+    lr_patience: int = 2  # ReduceLROnPlateau on val PR-AUC
+    num_workers: int | None = None  # None: min(4, cpu_count // 2)
+    cache_dir: str | None = None  # None: $SKINLESION_CACHE_DIR or ~/.cache/skinlesion
+    channels_last: bool = True
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    precision: str | None = None  # None: bf16/fp16 mixed on CUDA, 32-true elsewhere
+    seed: int = 42
+    fold: int | None = None  # with a --folds split: which fold is validation
+    limit_train_batches: float | None = None  # for smoke tests: fraction or count of batches per epoch
 
 
 @dataclass
@@ -56,6 +94,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -1,0 +1,120 @@
+"""Decoded-image cache: every image decoded and resized once into a memory-mapped uint8 array."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .transforms import Preprocessing
+
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SKINLESION_CACHE_DIR", Path.home() / ".cache" / "skinlesion"))
+
+
+def cache_key(paths: list[str], pre: Preprocessing) -> str:
+    """Hash of the files (path, size, mtime) and the resize size: any change makes a new cache."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{pre.resize_size}|".encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+class _Decode(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str], pre: Preprocessing):
+        self.paths, self.pre = paths, pre
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.pre.load(self.paths[i])
+
+
+def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | None = None,
+                num_workers: int = 0, progress: bool = True) -> Path:
+    """Return the path of an ``(N, 3, R, R)`` uint8 ``.npy`` holding ``paths`` in order; build it if absent."""
+    from tqdm.auto import tqdm
+
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = cache_dir / f"images-{pre.resize_size}px-{len(paths)}-{cache_key(paths, pre)}.npy"
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
+    R = pre.resize_size
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, R, R))
+        loader = torch.utils.data.DataLoader(_Decode(paths, pre), batch_size=32, num_workers=num_workers)
+        i = 0
+        with tqdm(total=len(paths), desc=f"cache images at {R}px", unit="img", disable=not progress) as bar:
+            for batch in loader:
+                out[i:i + len(batch)] = batch.numpy()
+                i += len(batch)
+                bar.update(len(batch))
+        out.flush()
+        del out
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+class CachedImages(torch.utils.data.Dataset):
+    """Rows ``indices`` of a cache file with their targets; the memmap is opened lazily per worker.
+
+    With ``seed`` set, item keys from :class:`EpochSampler` (``epoch * len + i``) seed the random
+    augmentation of each sample, so augmentation is a function of (seed, epoch, sample): the same
+    with any number of workers and after ``--resume``.
+    """
+
+    def __init__(self, cache_path: str | Path, indices, targets, transform, seed: int | None = None):
+        self.cache_path = str(cache_path)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.targets = torch.as_tensor(np.asarray(targets))
+        self.transform = transform
+        self.seed = seed
+        self._array = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int):
+        i = key % len(self.indices)
+        if self._array is None:
+            self._array = np.load(self.cache_path, mmap_mode="r")
+        if self.seed is not None:
+            torch.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
+        x = torch.from_numpy(np.array(self._array[self.indices[i]]))
+        return self.transform(x), self.targets[i], i
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled (or class-balanced, with ``weights``) order drawn from ``seed + epoch``; yields
+    ``epoch * n + i`` keys for :class:`CachedImages`. Lightning calls ``set_epoch`` each epoch."""
+
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None):
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is None:
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        offset = self.epoch * self.n
+        return iter((offset + order).tolist())

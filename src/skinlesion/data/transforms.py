@@ -1,0 +1,56 @@
+"""Preprocessing defined once per backbone: decode + resize to a square uint8 tensor, then presets.
+
+Training, evaluation, the decoded-image cache and inference all start from :meth:`Preprocessing.load`,
+so the pixels a bundle sees at inference are produced exactly as in training.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from .images import load_rgb
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the shorter side to ``resize_size``, center-crop a ``resize_size`` square (cached),
+    then center-crop (eval) or random-resized-crop (train) ``image_size`` and normalise."""
+
+    image_size: int
+    resize_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def for_spec(cls, spec) -> "Preprocessing":
+        return cls(spec.image_size, int(round(spec.image_size / spec.crop_pct)), tuple(spec.mean), tuple(spec.std))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "policy": "resize shorter side to resize_size, center-crop resize_size square, "
+                "center-crop image_size, scale to [0,1], normalise with mean/std"}
+
+    def square(self, image) -> torch.Tensor:
+        """A PIL image or HWC uint8 array -> (3, resize_size, resize_size) uint8 tensor."""
+        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # copy: PIL arrays are read-only
+        x = F.resize(x, self.resize_size, antialias=True)
+        return F.center_crop(x, [self.resize_size, self.resize_size])
+
+    def load(self, path: str | Path) -> torch.Tensor:
+        """Decode a file with the project's decoder and return its cached square form."""
+        return self.square(load_rgb(path, draft_size=(self.resize_size, self.resize_size)))
+
+    def train_transform(self) -> v2.Compose:
+        return v2.Compose([
+            v2.RandomResizedCrop(self.image_size, scale=(0.6, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), v2.RandomRotation(30),
+            v2.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.02),
+            v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))])
+
+    def eval_transform(self) -> v2.Compose:
+        return v2.Compose([v2.CenterCrop(self.image_size), v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(list(self.mean), list(self.std))])

@@ -1,0 +1,84 @@
+"""Backbone + head classifier, task-aware probabilities, and freezing by parameter group."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..labels import MALIGNANT_CLASS_INDICES
+from .registry import BackboneSpec
+from .weights import create_backbone
+
+
+def num_outputs(task: str) -> int:
+    return 1 if task == "binary" else 7
+
+
+class LesionClassifier(nn.Module):
+    """``backbone`` (pooled features) -> dropout -> linear: 1 logit (binary) or 7 logits (7class)."""
+
+    def __init__(self, backbone: nn.Module, task: str = "binary", dropout: float = 0.3):
+        super().__init__()
+        self.backbone = backbone
+        self.task = task
+        self.dropout = nn.Dropout(dropout)
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features  # vgg: 4096 pre-logits
+        self.head = nn.Linear(width, num_outputs(task))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.backbone(x))
+
+
+def build_model(spec: BackboneSpec, task: str = "binary", pretrained: bool = True,
+                weights_file: str | None = None, dropout: float = 0.3) -> LesionClassifier:
+    return LesionClassifier(create_backbone(spec, pretrained, weights_file), task, dropout)
+
+
+def malignant_probability(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """p(malignant): sigmoid of the single logit, or p(akiec) + p(bcc) + p(mel) for 7 classes."""
+    if task == "binary":
+        return torch.sigmoid(logits.float().reshape(-1))
+    return torch.softmax(logits.float(), dim=1)[:, list(MALIGNANT_CLASS_INDICES)].sum(dim=1)
+
+
+def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-class probabilities: (N, 2) benign/malignant or (N, 7) dx."""
+    if task == "binary":
+        p = torch.sigmoid(logits.float().reshape(-1))
+        return torch.stack([1 - p, p], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def parameter_groups(backbone: nn.Module) -> list[list[str]]:
+    """The backbone's parameter names grouped stem -> stages -> final norm (timm's coarse groups)."""
+    from timm.models import group_parameters
+    groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
+    return [groups[k] for k in sorted(groups)]
+
+
+def set_trainable(model: LesionClassifier, unfreeze_groups: int) -> list[str]:
+    """Head always trainable; the last ``unfreeze_groups`` backbone groups trainable, the rest frozen.
+
+    Returns the names of the trainable backbone parameters. ``unfreeze_groups=0`` freezes the backbone.
+    """
+    groups = parameter_groups(model.backbone)
+    trainable = {n for g in (groups[-unfreeze_groups:] if unfreeze_groups > 0 else []) for n in g}
+    for name, p in model.backbone.named_parameters():
+        p.requires_grad = name in trainable
+    for p in model.head.parameters():
+        p.requires_grad = True
+    return sorted(trainable)
+
+
+def frozen_eval_mode(model: LesionClassifier) -> None:
+    """Training mode for the model, except frozen backbone modules (BatchNorm statistics, dropout),
+    which stay in eval mode: a module is in eval mode when none of its own parameters train."""
+    model.train()
+    for module in model.backbone.modules():
+        own = list(module.parameters(recurse=False))
+        if own and not any(p.requires_grad for p in own):
+            module.eval()
+    if not any(p.requires_grad for p in model.backbone.parameters()):
+        model.backbone.eval()

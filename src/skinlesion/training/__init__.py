@@ -1,0 +1,1 @@
+"""Training: LightningModule, two-phase fit, run-dir artifacts."""

@@ -1,0 +1,259 @@
+"""The `train` stage: two-phase fine-tuning with Lightning, then val predictions and the bundle."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import atomic
+from ..config import RunConfig, save_config
+from ..data.cache import CachedImages, EpochSampler, build_cache
+from ..data.metadata import DataError, find_images
+from ..data.split import load_split, use_fold
+from ..data.transforms import Preprocessing
+from ..evaluation.metrics import epoch_metrics
+from ..inference.bundle import bundle_config, save_bundle
+from ..labels import DX_CODES, label_for
+from ..models.classifier import build_model, class_probabilities, malignant_probability, parameter_groups, set_trainable
+from ..models.registry import get_spec
+from .history import HistoryRecorder, plot_history, read_history
+from .module import LesionModule, class_weights
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    bundle: Path
+    val_metrics: dict
+    best_checkpoint: Path
+    epochs: int
+    seconds: float
+    train_images_per_s: float
+
+
+def _num_workers(cfg_value: int | None) -> int:
+    return cfg_value if cfg_value is not None else min(4, (os.cpu_count() or 2) // 2)
+
+
+def _precision(cfg_value: str | None) -> str:
+    if cfg_value:
+        return cfg_value
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _split_with_paths(cfg: RunConfig, run_dir: Path, progress: bool, echo) -> tuple[pd.DataFrame, dict]:
+    """The run's split (made with prepare's defaults when absent) joined with image paths."""
+    if not (run_dir / "split.csv").is_file():
+        from ..data.prepare import prepare
+        echo(f"no split in {run_dir}: running prepare with seed {cfg.split.seed}, ratios {cfg.split.ratios}")
+        echo(prepare(cfg, run_dir, progress=progress).report())
+    split = load_split(run_dir)
+    summary = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    if cfg.train.fold is not None:
+        split = use_fold(split, cfg.train.fold)
+    root = cfg.data.root or summary.get("dataset", {}).get("root")
+    if not root:
+        raise DataError("no data folder: pass --data DIR")
+    images = find_images(root)
+    split["path"] = split["image_id"].map(lambda i: str(images[i]) if i in images else None)
+    missing = split.loc[split["path"].isna(), "image_id"].tolist()
+    if missing:
+        raise DataError(f"{len(missing)} image(s) of {run_dir / 'split.csv'} are not below {root}: "
+                        f"{', '.join(missing[:10])}. Remedy: pass the --data folder the split was made from.")
+    return split, summary
+
+
+def auto_image_size(default: int, paths: list[str], sample: int = 64) -> int:
+    """The backbone's default size, lowered for small images to the median shorter side rounded to a
+    multiple of 32 (never below 64): upsampling beyond the data's resolution adds compute, not detail."""
+    from ..data.images import image_size
+    step = max(1, len(paths) // sample)
+    short = float(np.median([min(image_size(p)) for p in paths[::step]]))
+    return int(min(default, max(64, 32 * round(short / 32))))
+
+
+def _phase_plan(t, spec, n_groups: int) -> list[tuple[int, int, float, int]]:
+    """[(phase, epochs, lr, backbone groups to train)]: phase 1 frozen, phase 2 the last groups;
+    with ``phases=1`` a single full fine-tuning phase."""
+    if t.phases == 1:
+        return [(1, t.epochs, t.lr, n_groups)]
+    if t.phases != 2:
+        raise DataError(f"--phases must be 1 or 2, got {t.phases}")
+    p1 = min(t.phase1_epochs, t.epochs)
+    plan = [(1, p1, t.lr, 0)]
+    if t.epochs > p1:
+        groups = spec.unfreeze_groups if t.unfreeze_groups is None else t.unfreeze_groups
+        plan.append((2, t.epochs - p1, t.lr * t.phase2_lr_factor, min(groups, n_groups)))
+    return plan
+
+
+def _phase_state(ckpt_dir: Path) -> dict:
+    path = ckpt_dir / "phase.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _load_weights(module: LesionModule, ckpt: Path) -> None:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print) -> TrainResult:
+    """Train ``cfg.train.arch`` on the run's split; write checkpoints, metrics.csv, val_predictions.csv,
+    plots/training_history.png and bundle/ into ``run_dir``."""
+    t_start = time.perf_counter()
+    if not progress:
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t = cfg.train
+    if not resume and (run_dir / "checkpoints").exists():
+        raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it or choose a new --out")
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    split, summary = _split_with_paths(cfg, run_dir, progress, echo)
+    spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
+    pre = Preprocessing.for_spec(spec)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
+    save_config(cfg, run_dir)
+
+    workers = _num_workers(t.num_workers)
+    cache = build_cache(split["path"].tolist(), pre, t.cache_dir, num_workers=workers, progress=progress)
+    targets = np.array([label_for(dx, t.task) for dx in split["dx"]])
+    train_idx = np.flatnonzero(split["split"].to_numpy() == "train")
+    val_idx = np.flatnonzero(split["split"].to_numpy() == "val")
+    if len(val_idx) == 0:
+        raise DataError(f"{run_dir / 'split.csv'} has no validation images; re-run prepare with a val ratio > 0")
+    weights = class_weights(targets[train_idx], t.task)
+    if t.balanced_sampler:
+        counts = np.bincount(targets[train_idx])
+        sample_w = 1.0 / counts[targets[train_idx]]
+        loss_weight = None
+        echo("class imbalance: balanced sampler (no loss weight)")
+    else:
+        sample_w, loss_weight = None, weights
+        echo("class imbalance: " + (f"pos_weight = benign/malignant = {weights.item():.3f}" if t.task == "binary"
+                                    else "class weights " + ", ".join(f"{d}={w:.2f}" for d, w in zip(DX_CODES, weights.tolist()))))
+    train_ds = CachedImages(cache, train_idx, targets[train_idx], pre.train_transform(), seed=t.seed)
+    val_ds = CachedImages(cache, val_idx, targets[val_idx], pre.eval_transform())
+    loader_kw = dict(batch_size=t.batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                     persistent_workers=workers > 0)
+
+    L.seed_everything(t.seed, workers=True, verbose=False)  # init independent of whether the cache existed
+    model = build_model(spec, t.task, t.pretrained, t.weights, t.dropout)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    n_groups = len(parameter_groups(model.backbone))
+    echo(f"model: {spec.name} (timm {spec.timm_id}) at {spec.image_size}px, "
+         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n_groups} parameter groups; "
+         f"train {len(train_idx)} / val {len(val_idx)} images")
+
+    offset, best = 0, None
+    for phase, epochs, lr, unfreeze in _phase_plan(t, spec, n_groups):
+        ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
+        trainable = set_trainable(model, unfreeze)
+        module = LesionModule(model, t.task, lr, t.weight_decay, loss_weight, t.lr_patience, t.channels_last, phase, offset)
+        state = _phase_state(ckpt_dir)
+        if state.get("complete"):
+            echo(f"phase {phase}: already complete ({state['epochs']} epochs), skipping")
+            _load_weights(module, Path(state["best_path"]))
+            offset += state["epochs"]
+            best = state if best is None or state["best_score"] > best["best_score"] else best
+            continue
+        last = ckpt_dir / "last.ckpt"
+        ckpt_path = str(last) if resume and last.is_file() else None
+        echo(f"phase {phase}: {epochs} epoch(s) at lr {lr:g}, "
+             + ("backbone frozen (no_grad)" if not trainable else f"training the last {unfreeze} of {n_groups} "
+                f"backbone groups ({len(trainable)} tensors)") + (f", resuming from {last}" if ckpt_path else ""))
+        checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best", monitor="val/pr_auc", mode="max", save_last=True,
+            enable_version_counter=False)
+        callbacks = [checkpoint, L.pytorch.callbacks.EarlyStopping("val/pr_auc", mode="max", patience=t.patience),
+                     L.pytorch.callbacks.LearningRateMonitor("epoch"),
+                     HistoryRecorder(run_dir / "metrics.csv", phase, offset), _EpochReseed(t.seed, phase)]
+        loggers = [L.pytorch.loggers.CSVLogger(run_dir / "logs", name="", version=f"phase{phase}")]
+        try:
+            import tensorboard  # noqa: F401
+            loggers.append(L.pytorch.loggers.TensorBoardLogger(run_dir / "logs", name="", version=f"phase{phase}"))
+        except ImportError:
+            pass
+        trainer = L.Trainer(
+            max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
+            precision=_precision(t.precision), callbacks=callbacks, logger=loggers, num_sanity_val_steps=0,
+            enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
+            limit_train_batches=t.limit_train_batches)
+        train_loader = torch.utils.data.DataLoader(train_ds, sampler=EpochSampler(len(train_ds), t.seed + 1000 * phase, sample_w), **loader_kw)
+        val_loader = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader_kw)
+        with warnings.catch_warnings():
+            for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
+                warnings.filterwarnings("ignore", message=message)
+            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        best_path = Path(checkpoint.best_model_path)
+        state = {"complete": True, "epochs": trainer.current_epoch, "best_path": str(best_path),
+                 "best_score": float(checkpoint.best_model_score), "phase": phase}
+        atomic.write_json(ckpt_dir / "phase.json", state)
+        _load_weights(module, best_path)  # the next phase starts from this phase's best weights
+        offset += state["epochs"]
+        best = state if best is None or state["best_score"] > best["best_score"] else best
+
+    _load_weights(module, Path(best["best_path"]))
+    atomic.write_json(run_dir / "checkpoints" / "best.json", best)
+    val_pred = predict_frame(module.model, val_ds, split.iloc[val_idx], t.task, t.batch_size, workers)
+    atomic.write_csv(run_dir / "val_predictions.csv", val_pred)
+    val_metrics = epoch_metrics(val_pred["label"], val_pred["probability"])
+    history = read_history(run_dir / "metrics.csv")
+    plot_history(history, run_dir / "plots" / "training_history.png")
+    fingerprint = {"split_lesion_hash": summary["lesion_hash"]["all"], "seed": summary["seed"],
+                   "train_images": int(len(train_idx)), "val_images": int(len(val_idx)),
+                   "dataset_root": summary.get("dataset", {}).get("root")}
+    metrics = {"val": {k: float(v) for k, v in val_metrics.items()}, "best_checkpoint": best["best_path"]}
+    bundle = save_bundle(module.model, bundle_config(spec, pre, t.task, t.dropout, metrics, fingerprint), run_dir / "bundle")
+    ips = float(np.average(history["train_images_per_s"], weights=history["epoch_seconds"])) if len(history) else float("nan")
+    return TrainResult(run_dir, bundle, val_metrics, Path(best["best_path"]), int(offset),
+                       time.perf_counter() - t_start, ips)
+
+
+def _devices(value: str):
+    return int(value) if str(value).isdigit() else value
+
+
+class _EpochReseed(L.Callback):
+    """Reseed the global RNG (dropout) from (seed, phase, epoch) so --resume reproduces the run."""
+
+    def __init__(self, seed: int, phase: int):
+        self.seed, self.phase = seed, phase
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        torch.manual_seed(self.seed * 7 + self.phase * 100_003 + trainer.current_epoch)
+
+
+@torch.no_grad()
+def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, batch_size: int, workers: int) -> pd.DataFrame:
+    """Validation-style predictions (eval transform, eval mode) as a DataFrame with p(malignant)."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    probs, classes = [], []
+    device = next(model.parameters()).device
+    for x, _, _ in loader:
+        logits = model(x.to(device))
+        probs.append(malignant_probability(logits, task).cpu())
+        classes.append(class_probabilities(logits, task).cpu())
+    out = rows.loc[:, ["image_id", "lesion_id", "dx"]].reset_index(drop=True)
+    out["label"] = rows["label"].to_numpy()
+    out["probability"] = torch.cat(probs).numpy()
+    if task == "7class":
+        for j, dx in enumerate(DX_CODES):
+            out[f"p_{dx}"] = torch.cat(classes).numpy()[:, j]
+    return out

@@ -1,0 +1,78 @@
+"""Per-epoch history (metrics.csv), the training-history plot and validation predictions."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+
+from .. import atomic
+
+HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_roc_auc", "val_pr_auc",
+                   "val_sensitivity", "val_specificity", "val_predicted_positive_rate", "epoch_seconds", "train_images_per_s"]
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
+
+
+class HistoryRecorder(L.Callback):
+    """Appends one row per finished epoch to ``metrics.csv`` (rewritten atomically), with the global
+    epoch number across phases; rows at or after a resumed epoch are replaced."""
+
+    def __init__(self, path: Path, phase: int, epoch_offset: int):
+        self.path, self.phase, self.epoch_offset = Path(path), phase, epoch_offset
+        self._t0 = None
+        self._seen = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import time
+        self._t0, self._seen = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._seen += len(batch[1])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        import time
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        elapsed = time.perf_counter() - self._t0
+        row = {"epoch": self.epoch_offset + trainer.current_epoch + 1, "phase": self.phase,
+               "lr": trainer.optimizers[0].param_groups[0]["lr"],
+               "train_loss": m.get("train/loss", math.nan), "val_loss": m.get("val/loss", math.nan),
+               **{f"val_{k}": m.get(f"val/{k}", math.nan) for k in
+                  ("roc_auc", "pr_auc", "sensitivity", "specificity", "predicted_positive_rate")},
+               "epoch_seconds": elapsed, "train_images_per_s": self._seen / elapsed if elapsed else math.nan}
+        history = read_history(self.path)
+        history = history[history["epoch"] < row["epoch"]] if len(history) else history
+        atomic.write_csv(self.path, pd.concat([history, pd.DataFrame([row])], ignore_index=True)[HISTORY_COLUMNS])
+
+
+def plot_history(history: pd.DataFrame, out: Path) -> Path:
+    """Loss, ROC-AUC, PR-AUC and learning rate per epoch; the phase boundary is a dashed line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    e = history["epoch"]
+    axes[0].plot(e, history["train_loss"], "o-", label="train")
+    axes[0].plot(e, history["val_loss"], "o-", label="val")
+    axes[0].legend()
+    axes[1].plot(e, history["val_roc_auc"], "o-", color="C2")
+    axes[2].plot(e, history["val_pr_auc"], "o-", color="C3")
+    axes[3].plot(e, history["lr"], "o-", color="C4")
+    axes[3].set_yscale("log")
+    boundary = history.loc[history["phase"] == 2, "epoch"]
+    for ax, title in zip(axes, ["loss", "val ROC-AUC", "val PR-AUC (average precision)", "learning rate"]):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if len(boundary) and (history["phase"] == 1).any():
+            ax.axvline(boundary.min() - 0.5, color="grey", ls="--", lw=1)
+    axes[0].text(0.02, 0.02, "dashed: phase 1 -> 2", transform=axes[0].transAxes, fontsize=8, color="grey")
+    fig.tight_layout()
+    atomic.save_figure(out, fig, dpi=100)
+    plt.close(fig)
+    return out

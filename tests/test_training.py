@@ -1,0 +1,128 @@
+"""Training on tiny synthetic data: phases, class weights, resume, bundle round trip."""
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from skinlesion.config import RunConfig
+from skinlesion.data.split import load_split
+from skinlesion.inference.bundle import load_bundle
+from skinlesion.models import get_spec
+from skinlesion.models.classifier import parameter_groups
+from skinlesion.models.weights import create_backbone
+from skinlesion.training import fit as fit_module
+from skinlesion.training.fit import train
+from skinlesion.training.module import class_weights
+
+
+def tiny_cfg(data, tmp_path, **train_kw) -> RunConfig:
+    cfg = RunConfig()
+    base = dict(arch="simple_cnn", image_size=32, epochs=2, phase1_epochs=1, batch_size=16, lr=1e-3,
+                num_workers=0, cache_dir=str(tmp_path / "cache"), limit_train_batches=3, channels_last=False)
+    base.update(train_kw)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)),
+                               train=dataclasses.replace(cfg.train, **base))
+
+
+def state(ckpt) -> dict:
+    sd = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
+
+
+def test_class_weights():
+    y = np.array([0] * 30 + [1] * 10)
+    assert class_weights(y, "binary").item() == pytest.approx(3.0)
+    w = class_weights(np.array([0, 0, 0, 1, 5, 5]), "7class")
+    assert w[0] < w[5] < w[1] and w[2] == 0 and w[[0, 1, 5]].mean().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="both classes"):
+        class_weights(np.zeros(5), "binary")
+
+
+def test_two_phases_freeze_then_train_last_groups_and_write_a_complete_run(demo_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = tiny_cfg(demo_data, tmp_path, arch="efficientnet_lite0", image_size=64, epochs=2, pretrained=True)
+    result = train(cfg, run, progress=False)
+    out = capsys.readouterr().out
+    split = load_split(run)
+    ratio = (split.query("split == 'train'")["label"] == 0).sum() / split.query("split == 'train'")["label"].sum()
+    assert f"pos_weight = benign/malignant = {ratio:.3f}" in out
+
+    init = create_backbone(get_spec("efficientnet_lite0"), pretrained=True).state_dict()
+    p1, p2 = state(run / "checkpoints/phase1/last.ckpt"), state(run / "checkpoints/phase2/last.ckpt")
+    for k, v in init.items():  # phase 1: backbone weights AND BatchNorm statistics untouched
+        assert torch.equal(p1[f"backbone.{k}"], v), k
+    assert not torch.equal(p1["head.weight"], p2["head.weight"])
+    groups = parameter_groups(create_backbone(get_spec("efficientnet_lite0"), pretrained=False))
+    trained = {n for g in groups[-2:] for n in g}
+    for name in {n for g in groups for n in g}:
+        changed = not torch.equal(p1[f"backbone.{name}"], p2[f"backbone.{name}"])
+        assert changed == (name in trained), name
+    frozen_bn = "backbone.blocks.0.0.bn1.running_mean"
+    assert torch.equal(p1[frozen_bn], p2[frozen_bn])  # frozen BN stays in eval mode in phase 2
+
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "split.csv", "split.json", "metrics.csv", "val_predictions.csv", "checkpoints", "plots", "bundle"} <= names
+    history = pd.read_csv(run / "metrics.csv")
+    assert history["epoch"].tolist() == [1, 2] and history["phase"].tolist() == [1, 2]
+    assert history["lr"].tolist() == pytest.approx([1e-3, 1e-4])
+    assert (run / "plots/training_history.png").stat().st_size > 1000
+    preds = pd.read_csv(run / "val_predictions.csv")
+    assert list(preds.columns) == ["image_id", "lesion_id", "dx", "label", "probability"]
+    assert set(preds["image_id"]) == set(split.query("split == 'val'")["image_id"])
+    assert preds["probability"].between(0, 1).all()
+    config = json.loads((run / "bundle/config.json").read_text())
+    assert config["architecture"] == "efficientnet_lite0" and config["preprocessing"]["image_size"] == 64
+    assert config["threshold"]["value"] == 0.5 and config["metrics"]["val"]["roc_auc"] == pytest.approx(result.val_metrics["roc_auc"])
+    assert config["training_data"]["split_lesion_hash"] == json.loads((run / "split.json").read_text())["lesion_hash"]["all"]
+
+
+def test_bundle_round_trip_gives_the_same_outputs(demo_data, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_cfg(demo_data, tmp_path, epochs=1), run, progress=False)
+    bundle = load_bundle(run / "bundle")
+    x = torch.randn(3, 3, 32, 32)
+    ckpt = json.loads((run / "checkpoints/best.json").read_text())["best_path"]
+    from skinlesion.models import build_model
+    ref = build_model(get_spec("simple_cnn", 32), pretrained=False)
+    ref.load_state_dict(state(ckpt))
+    with torch.no_grad():
+        assert torch.allclose(bundle.model(x), ref.eval()(x), atol=1e-6)
+    preds = pd.read_csv(run / "val_predictions.csv")
+    first = preds.iloc[0]
+    split = load_split(run)
+    path = next((demo_data / "images").glob(f"{first['image_id']}.jpg"))
+    pre = bundle.preprocessing
+    with torch.no_grad():
+        p = torch.sigmoid(bundle.model(pre.eval_transform()(pre.load(path))[None]))[0, 0].item()
+    assert p == pytest.approx(first["probability"], abs=1e-5)  # inference preprocessing == training's
+    assert len(split) > 0
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_path, monkeypatch):
+    cfg = tiny_cfg(demo_data, tmp_path, epochs=3, phase1_epochs=1)
+    train(cfg, tmp_path / "full", progress=False)
+
+    original = fit_module.HistoryRecorder.on_train_epoch_end
+
+    def crash_after_epoch_2(self, trainer, pl_module):
+        original(self, trainer, pl_module)
+        if self.epoch_offset + trainer.current_epoch + 1 == 2:
+            raise RuntimeError("simulated crash")
+    monkeypatch.setattr(fit_module.HistoryRecorder, "on_train_epoch_end", crash_after_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(fit_module.HistoryRecorder, "on_train_epoch_end", original)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, tmp_path / "cut", progress=False)
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+
+    a, b = state(tmp_path / "full/checkpoints/phase2/last.ckpt"), state(tmp_path / "cut/checkpoints/phase2/last.ckpt")
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+    ha, hb = pd.read_csv(tmp_path / "full/metrics.csv"), pd.read_csv(tmp_path / "cut/metrics.csv")
+    assert hb["epoch"].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(ha["val_roc_auc"], hb["val_roc_auc"], atol=1e-6)
+    np.testing.assert_allclose(ha["lr"], hb["lr"])
