@@ -2,12 +2,13 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import yaml
 
 from skinlesion.cli import build_parser, main
 
-VERBS = ["prepare", "explore", "make-demo-data", "demo"]
+VERBS = ["prepare", "explore", "make-demo-data", "train", "demo"]
 
 
 def test_every_verb_has_help(capsys):
@@ -60,8 +61,19 @@ def test_make_demo_data_cli(tmp_path, capsys):
     assert len(list((tmp_path / "d" / "images").glob("*.jpg"))) == 15
 
 
-def test_demo_generates_data_and_prepares_a_run(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--n", "40", "--quiet"]) == 0
+def test_demo_generates_data_prepares_and_trains_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SKINLESION_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--n", "60", "--epochs", "2", "--image-size", "64", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "wrote" in out and (tmp_path / "demo" / "run" / "split.csv").is_file()
-    assert len(list((tmp_path / "demo" / "data" / "images").glob("*.jpg"))) == 40
+    assert "val ROC-AUC" in out and "efficientnet_lite0" in out
+    run = tmp_path / "demo" / "run"
+    assert (run / "split.csv").is_file() and (run / "bundle" / "model.safetensors").is_file()
+    assert len(pd.read_csv(run / "metrics.csv")) == 2
+    assert len(list((tmp_path / "demo" / "data" / "images").glob("*.jpg"))) == 60
+
+
+def test_train_offline_hub_failure_is_a_clear_cli_error(demo_data, tmp_path, capsys):
+    code = main(["train", "--data", str(demo_data), "--out", str(tmp_path / "run"), "--arch", "resnet50", "--quiet",
+                 "--cache-dir", str(tmp_path / "cache"), "--image-size", "32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'resnet50'" in err and "--no-pretrained" in err and "Traceback" not in err

@@ -101,15 +101,15 @@ def test_bundle_round_trip_gives_the_same_outputs(demo_data, tmp_path):
     assert len(split) > 0
 
 
-def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_path, monkeypatch):
-    cfg = tiny_cfg(demo_data, tmp_path, epochs=3, phase1_epochs=1)
+def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_path, monkeypatch, capsys):
+    cfg = tiny_cfg(demo_data, tmp_path, epochs=4, phase1_epochs=1)
     train(cfg, tmp_path / "full", progress=False)
 
     original = fit_module.HistoryRecorder.on_train_epoch_end
 
     def crash_after_epoch_2(self, trainer, pl_module):
         original(self, trainer, pl_module)
-        if self.epoch_offset + trainer.current_epoch + 1 == 2:
+        if self.epoch_offset + trainer.current_epoch + 1 == 3:  # mid phase 2, after its first checkpoint
             raise RuntimeError("simulated crash")
     monkeypatch.setattr(fit_module.HistoryRecorder, "on_train_epoch_end", crash_after_epoch_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -117,12 +117,15 @@ def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_pa
     monkeypatch.setattr(fit_module.HistoryRecorder, "on_train_epoch_end", original)
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, tmp_path / "cut", progress=False)
+    capsys.readouterr()
     train(cfg, tmp_path / "cut", resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "phase 1: already complete" in out and "resuming from" in out and "phase2/last.ckpt" in out
 
     a, b = state(tmp_path / "full/checkpoints/phase2/last.ckpt"), state(tmp_path / "cut/checkpoints/phase2/last.ckpt")
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
     ha, hb = pd.read_csv(tmp_path / "full/metrics.csv"), pd.read_csv(tmp_path / "cut/metrics.csv")
-    assert hb["epoch"].tolist() == [1, 2, 3]
+    assert hb["epoch"].tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(ha["val_roc_auc"], hb["val_roc_auc"], atol=1e-6)
     np.testing.assert_allclose(ha["lr"], hb["lr"])

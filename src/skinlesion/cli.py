@@ -9,9 +9,11 @@ from . import __version__
 from .config import ConfigError, field_default, load_config
 from .data.images import ImageDecodeError
 from .data.metadata import DataError
+from .evaluation.thresholds import ThresholdError
 from .models.weights import WeightsUnavailableError
 
-USER_ERRORS = (DataError, ConfigError, ImageDecodeError, FileExistsError, FileNotFoundError, WeightsUnavailableError)
+USER_ERRORS = (DataError, ConfigError, ImageDecodeError, FileExistsError, FileNotFoundError, WeightsUnavailableError,
+               ThresholdError)
 
 
 def _opt(parser: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) -> None:
@@ -110,6 +112,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
+    p = verb("tune-threshold", "choose the decision threshold on validation probabilities (writes threshold.json, updates the bundle)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--target-sensitivity", type=float, default=0.90, help="minimum validation sensitivity (default: 0.90)")
+    p.set_defaults(func=cmd_tune)
+
+    p = verb("evaluate", "metrics with lesion-bootstrap CIs, plots, report.html and model_card.md")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a trained (and tuned) run directory")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of RUN_DIR (default: test)")
+    p.add_argument("--model", metavar="BUNDLE", help="evaluate this bundle on an external --data folder instead")
+    p.add_argument("--data", metavar="DIR", help="external dataset in HAM10000 layout (with --model; every image)")
+    p.add_argument("--metadata", metavar="CSV", help="metadata CSV if not DIR/HAM10000_metadata.csv")
+    p.add_argument("--allow-missing", type=float, default=0.0, metavar="FRACTION", help="with --data (default: 0)")
+    p.add_argument("--out", metavar="DIR", help="output folder for --model evaluations")
+    p.add_argument("--tta", action="store_true", help="average predictions over flips and a rotation")
+    p.add_argument("--calibrate", action="store_true", help="fit temperature scaling on validation, store it in the bundle")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="lesion-level bootstrap resamples (default: 1000)")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = verb("compare", "headline metrics of runs side by side with a paired bootstrap ROC-AUC test")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples (default: 1000)")
+    p.set_defaults(func=cmd_compare)
+
+    p = verb("run", "prepare -> train -> tune-threshold -> evaluate on a real dataset in one go")
+    _add_data_opts(p)
+    _add_train_opts(p)
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    p.add_argument("--target-sensitivity", type=float, default=0.90, help="for tune-threshold (default: 0.90)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training")
+    p.set_defaults(func=cmd_run)
+
     p = verb("demo", "run the pipeline end to end on freshly generated synthetic data (offline)")
     p.add_argument("--out", metavar="DIR", help="new folder for demo data and run (default: a temp folder)")
     _add_demo_opts(p)
@@ -154,6 +188,48 @@ def print_train_result(result) -> None:
 def cmd_train(args, cfg) -> int:
     from .training.fit import train
     print_train_result(train(cfg, args.out, resume=args.resume, progress=not args.quiet))
+    return 0
+
+
+def cmd_tune(args, cfg) -> int:
+    from .evaluation.tune import format_result, tune_threshold
+    print(format_result(tune_threshold(args.run_dir, args.target_sensitivity)))
+    print(f"wrote {Path(args.run_dir) / 'threshold.json'}; bundle threshold updated")
+    return 0
+
+
+def cmd_evaluate(args, cfg) -> int:
+    from .evaluation.evaluate import evaluate_external, evaluate_run, format_headline
+    if args.model:
+        if not args.data or not args.out:
+            raise ConfigError("evaluate --model BUNDLE needs --data DIR (external dataset) and --out DIR")
+        result = evaluate_external(args.model, args.data, args.out, args.metadata, args.allow_missing, args.tta,
+                                   args.bootstrap, num_workers=args.num_workers, progress=not args.quiet)
+    elif args.run_dir:
+        result = evaluate_run(args.run_dir, args.split, args.tta, args.calibrate, args.bootstrap,
+                              num_workers=args.num_workers, progress=not args.quiet)
+    else:
+        raise ConfigError("evaluate needs a RUN_DIR, or --model BUNDLE --data DIR --out DIR")
+    print(format_headline(result.metrics))
+    print(f"report: {result.report}\nmodel card: {result.model_card}")
+    return 0
+
+
+def cmd_compare(args, cfg) -> int:
+    from .evaluation.compare import compare_runs, format_comparison
+    print(format_comparison(compare_runs(args.runs, args.bootstrap)))
+    return 0
+
+
+def cmd_run(args, cfg) -> int:
+    from .evaluation.evaluate import evaluate_run, format_headline
+    from .evaluation.tune import format_result, tune_threshold
+    from .training.fit import train
+    print_train_result(train(cfg, args.out, resume=args.resume, progress=not args.quiet))
+    print(format_result(tune_threshold(args.out, args.target_sensitivity)))
+    result = evaluate_run(args.out, progress=not args.quiet)
+    print(format_headline(result.metrics))
+    print(f"report: {result.report}")
     return 0
 
 

@@ -52,6 +52,7 @@ class DemoConfig:
     phase1_epochs: int = 3
     lr: float = 1e-3  # higher than train's 1e-4: few epochs on a small synthetic set
     train_size: int = 160  # model input size for the demo
+    bootstrap: int = 1000  # lesion-level bootstrap resamples in the demo's evaluation
 
 
 @dataclass

@@ -1,14 +1,18 @@
-"""Metric functions: arrays in, numbers out, no I/O."""
+"""Metric functions: arrays in, numbers out, no I/O. p >= threshold means 'malignant'."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
 def _both_classes(y: np.ndarray) -> bool:
     return len(np.unique(y)) == 2
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else math.nan
 
 
 def roc_auc(y_true, prob) -> float:
@@ -23,19 +27,88 @@ def pr_auc(y_true, prob) -> float:
     return float(average_precision_score(y, prob)) if y.sum() > 0 else math.nan
 
 
-def threshold_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
-    """Sensitivity, specificity and predicted-positive rate when ``prob >= threshold`` is malignant."""
+def auc_above_sensitivity(y_true, prob, min_sensitivity: float = 0.80) -> float:
+    """Partial ROC area above ``min_sensitivity`` (ISIC's ``auc_sens_80``): the area between the ROC
+    curve and the horizontal line TPR = min_sensitivity, over all FPR. Range [0, 1 - min_sensitivity]."""
+    y = np.asarray(y_true)
+    if not _both_classes(y):
+        return math.nan
+    max_fpr = 1.0 - min_sensitivity
+    # Swap the classes and negate the scores: the region above TPR=s becomes the region left of FPR=1-s.
+    scaled = roc_auc_score(1 - y, -np.asarray(prob, dtype=float), max_fpr=max_fpr)  # McClish-standardised
+    return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / 0.5 * (scaled - 0.5))
+
+
+def confusion(y_true, prob, threshold: float) -> dict[str, int]:
+    """tp, fp, tn, fn when ``prob >= threshold`` is called malignant."""
     y = np.asarray(y_true).astype(int)
     pred = np.asarray(prob) >= threshold
-    tp, fn = int((pred & (y == 1)).sum()), int((~pred & (y == 1)).sum())
-    tn, fp = int((~pred & (y == 0)).sum()), int((pred & (y == 0)).sum())
+    return {"tp": int((pred & (y == 1)).sum()), "fp": int((pred & (y == 0)).sum()),
+            "tn": int((~pred & (y == 0)).sum()), "fn": int((~pred & (y == 1)).sum())}
+
+
+def threshold_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
+    """Sensitivity, specificity, PPV, NPV, F1, accuracy, balanced accuracy, predicted-positive rate."""
+    c = confusion(y_true, prob, threshold)
+    tp, fp, tn, fn = c["tp"], c["fp"], c["tn"], c["fn"]
+    n = tp + fp + tn + fn
+    sens, spec = _div(tp, tp + fn), _div(tn, tn + fp)
+    ppv = _div(tp, tp + fp)
     return {
-        "sensitivity": tp / (tp + fn) if tp + fn else math.nan,
-        "specificity": tn / (tn + fp) if tn + fp else math.nan,
-        "predicted_positive_rate": float(pred.mean()) if len(pred) else math.nan,
+        "sensitivity": sens, "specificity": spec, "ppv": ppv, "npv": _div(tn, tn + fn),
+        "f1": _div(2 * tp, 2 * tp + fp + fn), "accuracy": _div(tp + tn, n),
+        "balanced_accuracy": (sens + spec) / 2, "predicted_positive_rate": _div(tp + fp, n),
     }
 
 
+def expected_calibration_error(y_true, prob, n_bins: int = 10) -> float:
+    """ECE over ``n_bins`` equal-width probability bins: sum of |accuracy - confidence| weighted by bin size,
+    for the probability of the positive class."""
+    y, p = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float)
+    if len(y) == 0:
+        return math.nan
+    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(y[mask].mean() - p[mask].mean())
+    return float(ece)
+
+
+def reliability_curve(y_true, prob, n_bins: int = 10) -> dict[str, list[float]]:
+    """Per-bin mean predicted probability, observed frequency and count (empty bins omitted)."""
+    y, p = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float)
+    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    out: dict[str, list[float]] = {"mean_predicted": [], "observed": [], "count": []}
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            out["mean_predicted"].append(float(p[mask].mean()))
+            out["observed"].append(float(y[mask].mean()))
+            out["count"].append(int(mask.sum()))
+    return out
+
+
+def brier(y_true, prob) -> float:
+    y = np.asarray(y_true)
+    return float(brier_score_loss(y, prob)) if len(y) else math.nan
+
+
+def ranking_metrics(y_true, prob) -> dict[str, float]:
+    """Threshold-free metrics: ROC-AUC, PR-AUC, auc_sens_80, Brier score, ECE."""
+    return {"roc_auc": roc_auc(y_true, prob), "pr_auc": pr_auc(y_true, prob),
+            "auc_sens_80": auc_above_sensitivity(y_true, prob, 0.80), "brier": brier(y_true, prob),
+            "ece": expected_calibration_error(y_true, prob)}
+
+
+def all_metrics(y_true, prob, threshold: float) -> dict[str, float]:
+    """Every headline metric at ``threshold``."""
+    return {**ranking_metrics(y_true, prob), **threshold_metrics(y_true, prob, threshold)}
+
+
 def epoch_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
-    """The per-epoch validation figures: ROC-AUC, PR-AUC and the threshold metrics."""
-    return {"roc_auc": roc_auc(y_true, prob), "pr_auc": pr_auc(y_true, prob), **threshold_metrics(y_true, prob, threshold)}
+    """The per-epoch validation figures logged during training."""
+    t = threshold_metrics(y_true, prob, threshold)
+    return {"roc_auc": roc_auc(y_true, prob), "pr_auc": pr_auc(y_true, prob),
+            **{k: t[k] for k in ("sensitivity", "specificity", "predicted_positive_rate")}}

@@ -24,7 +24,8 @@ from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, save_bundle
 from ..labels import DX_CODES, label_for
-from ..models.classifier import build_model, class_probabilities, malignant_probability, parameter_groups, set_trainable
+from ..inference.predictor import forward_probs, probability_columns
+from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
 from .history import HistoryRecorder, plot_history, read_history
 from .module import LesionModule, class_weights
@@ -239,21 +240,15 @@ class _EpochReseed(L.Callback):
         torch.manual_seed(self.seed * 7 + self.phase * 100_003 + trainer.current_epoch)
 
 
-@torch.no_grad()
-def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, batch_size: int, workers: int) -> pd.DataFrame:
-    """Validation-style predictions (eval transform, eval mode) as a DataFrame with p(malignant)."""
+def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, batch_size: int, workers: int,
+                  tta: bool = False) -> pd.DataFrame:
+    """Eval-mode predictions on cached images: image_id, lesion_id, dx, label, probability (+ p_<dx>)."""
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    probs, classes = [], []
     device = next(model.parameters()).device
-    for x, _, _ in loader:
-        logits = model(x.to(device))
-        probs.append(malignant_probability(logits, task).cpu())
-        classes.append(class_probabilities(logits, task).cpu())
-    out = rows.loc[:, ["image_id", "lesion_id", "dx"]].reset_index(drop=True)
-    out["label"] = rows["label"].to_numpy()
-    out["probability"] = torch.cat(probs).numpy()
-    if task == "7class":
-        for j, dx in enumerate(DX_CODES):
-            out[f"p_{dx}"] = torch.cat(classes).numpy()[:, j]
+    probs, classes = zip(*[forward_probs(model, x.to(device), task, tta) for x, _, _ in loader])
+    out = rows.loc[:, ["image_id", "lesion_id", "dx", "label"]].reset_index(drop=True)
+    out["probability"] = torch.cat(probs).cpu().numpy()
+    for k, v in probability_columns(task, torch.cat(classes).cpu().numpy()).items():
+        out[k] = v
     return out

@@ -1,0 +1,147 @@
+"""report.html (self-contained, opens offline) and model_card.md from metrics.json and the run dir."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from .. import atomic
+from ..data.split import format_table
+from .thresholds import format_operating_points
+
+NOTICE = ("Research and education use only. Not a medical device: must not be used to diagnose, treat or triage "
+          "patients.")
+LIMITATIONS = [
+    "Trained and evaluated on dermoscopic images only; clinical (non-dermoscopic) and smartphone photos are out of scope.",
+    "HAM10000 comes from two centres (Vienna, Queensland) and is dominated by fair skin types; performance on darker skin is unknown.",
+    "Binary labels group seven diagnoses; rare ones (df, vasc, akiec) have few lesions, so their per-dx figures are uncertain.",
+    "Confidence intervals come from resampling lesions of one test set; they do not cover shifts to another clinic or device.",
+    "The decision threshold was tuned on the validation split for a target sensitivity; prevalence elsewhere changes PPV/NPV.",
+]
+HEADLINE_KEYS = ["roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy",
+                 "balanced_accuracy", "predicted_positive_rate", "brier", "ece"]
+
+
+def _fmt(e: dict | None) -> str:
+    if not e or e.get("value") is None:
+        return "n/a"
+    if e.get("ci_low") is None:
+        return f"{e['value']:.3f}"
+    return f"{e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+
+
+def headline_rows(metrics: dict) -> list[tuple[str, str, str]]:
+    return [(k, _fmt(metrics["at_threshold"].get(k)), _fmt(metrics["at_0.5"].get(k))) for k in HEADLINE_KEYS]
+
+
+def _md_table(head: list[str], rows: list) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(head: list[str], rows: list) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _subgroup_rows(metrics: dict) -> dict[str, list]:
+    return {col: [[r["group"], r["n"], r["n_malignant"], _fmt(r["roc_auc"]), _fmt(r["sensitivity"]), _fmt(r["specificity"])]
+                  for r in rows] for col, rows in metrics["subgroups"].items()}
+
+
+def _per_dx_rows(metrics: dict) -> list:
+    return [[r["dx"], "malignant" if r["malignant"] else "benign", r["n"], _fmt(r["called_malignant"])] for r in metrics["per_dx"]]
+
+
+def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Path | None) -> Path:
+    """One self-contained HTML page: config, split, training curves, threshold, all metrics and plots."""
+    split = metrics["split"]
+    plots = out_dir / "plots"
+    parts = [f"<h1>skinlesion evaluation: {html.escape(bundle_config['architecture'])} on {html.escape(metrics['data'])}</h1>",
+             f"<p class='notice'>{NOTICE}</p>",
+             f"<p>{metrics['n_images']} images, {metrics['n_lesions']} lesions, {metrics['n_malignant']} malignant. "
+             f"Threshold {metrics['threshold']['value']:.4f} ({html.escape(metrics['threshold']['source'])}). "
+             f"95% CIs from {metrics['bootstrap']['resamples']} lesion-level bootstrap resamples (seed {metrics['bootstrap']['seed']})."
+             f"{' Test-time augmentation on.' if metrics.get('tta') else ''}</p>"]
+    parts += ["<h2>Headline metrics</h2>", _html_table(["metric", "at tuned threshold", "at 0.5"], headline_rows(metrics)),
+              "<div class='row'>" + _img(plots / f"{split}_roc.png", "ROC") + _img(plots / f"{split}_pr.png", "Precision-recall")
+              + _img(plots / f"{split}_confusion.png", "Confusion matrix") + "</div>"]
+    if "calibrated" in metrics:
+        c = metrics["calibrated"]["at_threshold"]
+        parts += [f"<h3>After temperature scaling (T = {metrics['calibration']['temperature']:.3f}, fit on validation)</h3>",
+                  _html_table(["metric", "before", "after"], [(k, _fmt(metrics["at_threshold"][k]), _fmt(c[k])) for k in ("brier", "ece", "roc_auc")])]
+    parts += ["<h2>Calibration</h2>", "<div class='row'>" + _img(plots / f"{split}_reliability.png", "Reliability diagram")
+              + _img(plots / f"{split}_thresholds.png", "Sensitivity/specificity vs threshold") + "</div>"]
+    parts += ["<h2>Per diagnosis</h2><p>Share of each dx called malignant: recall for akiec/bcc/mel, false-positive rate for the others.</p>",
+              _html_table(["dx", "class", "n", "called malignant"], _per_dx_rows(metrics)), _img(plots / f"{split}_per_dx.png", "Per dx")]
+    parts.append("<h2>Subgroups</h2>")
+    for col, rows in _subgroup_rows(metrics).items():
+        parts += [f"<h3>{col}</h3>", _html_table([col, "n", "malignant", "ROC-AUC", "sensitivity", "specificity"], rows)]
+    if run_dir is not None:
+        thr = run_dir / "threshold.json"
+        if thr.is_file():
+            parts += ["<h2>Threshold (validation operating points)</h2>",
+                      f"<pre>{html.escape(format_operating_points(json.loads(thr.read_text())['operating_points']))}</pre>",
+                      "<div class='row'>" + _img(run_dir / "plots" / "val_roc.png", "Validation ROC") + "</div>"]
+        parts += ["<h2>Training curves</h2>", _img(run_dir / "plots" / "training_history.png", "Training history")]
+        if (run_dir / "split.json").is_file():
+            parts += ["<h2>Split</h2>", f"<pre>{html.escape(format_table(json.loads((run_dir / 'split.json').read_text())))}</pre>"]
+        if (run_dir / "config.yaml").is_file():
+            parts += ["<h2>Run config</h2>", f"<pre>{html.escape((run_dir / 'config.yaml').read_text())}</pre>"]
+    parts += ["<h2>Model bundle</h2>", f"<pre>{html.escape(json.dumps({k: bundle_config[k] for k in ('architecture', 'timm_id', 'task', 'preprocessing', 'threshold', 'library_versions') if k in bundle_config}, indent=2))}</pre>"]
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>skinlesion report</title><style>"
+            "body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;margin:.5em 0}"
+            "td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}.notice{background:#fff3cd;padding:.6em;border:1px solid #e0c36b}"
+            ".row{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0}img{max-width:100%}pre{background:#f6f6f6;padding:.5em;overflow:auto}"
+            "</style></head><body>" + "\n".join(parts) + "</body></html>")
+    return atomic.write_text(out_dir / "report.html", page)
+
+
+def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Path | None) -> Path:
+    """model_card.md: intended use, data, metrics with CIs, per-dx and subgroups, limitations, reproduction."""
+    cfg = bundle_config
+    lines = [f"# Model card: {cfg['architecture']} ({cfg['task']}) — skinlesion", "",
+             "## Intended use", "", f"- {NOTICE}",
+             "- Intended for research and teaching on dermoscopic skin-lesion classification (benign vs malignant"
+             + (" and the 7 HAM10000 diagnoses" if cfg["task"] == "7class" else "") + ").",
+             "- Out of scope: any clinical decision, screening of patients, non-dermoscopic images, body sites or "
+             "populations not represented in the training data.", "",
+             "## Model", "", f"- Backbone `{cfg['architecture']}` (timm `{cfg['timm_id']}`), input "
+             f"{cfg['preprocessing']['image_size']} px, mean {cfg['preprocessing']['mean']}, std {cfg['preprocessing']['std']}.",
+             f"- Decision threshold {metrics['threshold']['value']:.4f}: {metrics['threshold']['source']}.",
+             f"- Library versions: {', '.join(f'{k} {v}' for k, v in cfg.get('library_versions', {}).items())}.", "",
+             "## Training data and split", ""]
+    fp = cfg.get("training_data", {})
+    lines.append(f"- Dataset root: `{fp.get('dataset_root')}`; {fp.get('train_images')} training and "
+                 f"{fp.get('val_images')} validation images; lesion-level split, seed {fp.get('seed')}, lesion hash "
+                 f"`{str(fp.get('split_lesion_hash'))[:16]}`.")
+    if run_dir is not None and (run_dir / "split.json").is_file():
+        lines += ["", "```", format_table(json.loads((run_dir / "split.json").read_text())), "```"]
+    lines += ["", f"## Evaluation: {metrics['data']}", "",
+              f"{metrics['n_images']} images, {metrics['n_lesions']} lesions, {metrics['n_malignant']} malignant; 95% CIs "
+              f"from {metrics['bootstrap']['resamples']} lesion-level bootstrap resamples.", "",
+              _md_table(["metric", "at tuned threshold", "at 0.5"], headline_rows(metrics)), "",
+              "### Per diagnosis (share called malignant)", "", _md_table(["dx", "class", "n", "called malignant"], _per_dx_rows(metrics))]
+    for col, rows in _subgroup_rows(metrics).items():
+        lines += ["", f"### Subgroup: {col}", "", _md_table([col, "n", "malignant", "ROC-AUC", "sensitivity", "specificity"], rows)]
+    lines += ["", "## Known limitations", ""] + [f"- {x}" for x in LIMITATIONS]
+    lines += ["", "## How to reproduce", "", "```bash"]
+    if run_dir is not None:
+        lines += [f"skinlesion train --config {run_dir / 'config.yaml'} --out NEW_RUN_DIR",
+                  "skinlesion tune-threshold NEW_RUN_DIR" + (f" --target-sensitivity {cfg['threshold'].get('target_sensitivity')}"
+                                                            if cfg["threshold"].get("target_sensitivity") else ""),
+                  "skinlesion evaluate NEW_RUN_DIR"]
+    else:
+        lines.append(f"skinlesion evaluate --model BUNDLE --data {metrics['data'].split(' ')[2] if metrics['data'].startswith('external') else 'DATA'} --out OUT")
+    lines += ["```", "", "Data: HAM10000 (Tschandl, Rosendahl & Kittler, Sci. Data 5, 180161, 2018), CC BY-NC 4.0."]
+    return atomic.write_text(out_dir / "model_card.md", "\n".join(lines) + "\n")

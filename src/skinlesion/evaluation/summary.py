@@ -1,0 +1,103 @@
+"""Everything `evaluate` reports, computed from a predictions table (no I/O)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..data.explore import AGE_BAND_NAMES, AGE_BANDS
+from ..labels import DX_CODES
+from .bootstrap import Estimate, bootstrap
+from .calibration import apply_temperature
+from .metrics import all_metrics, confusion, reliability_curve, roc_auc, threshold_metrics
+
+SUBGROUP_COLUMNS = ("sex", "age_band", "localization")
+
+
+def _estimates(est: dict[str, Estimate]) -> dict[str, dict]:
+    return {k: v.to_dict() for k, v in est.items()}
+
+
+def with_age_band(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``age_band`` (<30, 30-49, 50-69, >=70, unknown) when an ``age`` column exists."""
+    if "age" in frame:
+        band = pd.cut(pd.to_numeric(frame["age"], errors="coerce"), AGE_BANDS, right=False, labels=AGE_BAND_NAMES)
+        frame = frame.assign(age_band=band.astype(str).replace("nan", "unknown"))
+    return frame
+
+
+def headline(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> dict:
+    """All metrics at ``threshold`` and at 0.5, each with a lesion-bootstrap CI."""
+    y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
+
+    def fn(idx):
+        m = all_metrics(y[idx], p[idx], threshold)
+        m.update({f"{k}@0.5": v for k, v in threshold_metrics(y[idx], p[idx], 0.5).items()})
+        return m
+    est = bootstrap(fn, frame["lesion_id"].to_numpy(), n_boot, seed)
+    at_t = {k: v for k, v in est.items() if not k.endswith("@0.5")}
+    at_half = {k[:-4]: v for k, v in est.items() if k.endswith("@0.5")}
+    return {"at_threshold": _estimates(at_t), "at_0.5": _estimates(at_half),
+            "confusion_at_threshold": confusion(y, p, threshold), "confusion_at_0.5": confusion(y, p, 0.5)}
+
+
+def per_dx(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> list[dict]:
+    """Share of each dx called malignant (recall for akiec/bcc/mel, false-positive rate for the rest)."""
+    dx, called = frame["dx"].to_numpy(), frame["probability"].to_numpy() >= threshold
+    present = [d for d in DX_CODES if (dx == d).any()]
+
+    def fn(idx):
+        return {d: float(called[idx][dx[idx] == d].mean()) if (dx[idx] == d).any() else np.nan for d in present}
+    est = bootstrap(fn, frame["lesion_id"].to_numpy(), n_boot, seed)
+    return [{"dx": d, "n": int((dx == d).sum()), "malignant": d in ("akiec", "bcc", "mel"),
+             "called_malignant": est[d].to_dict()} for d in present]
+
+
+def subgroups(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> dict[str, list[dict]]:
+    """ROC-AUC, sensitivity and specificity with CIs per sex, age band and localization group."""
+    frame = with_age_band(frame)
+    out: dict[str, list[dict]] = {}
+    for col in SUBGROUP_COLUMNS:
+        if col not in frame:
+            continue
+        rows = []
+        for value, part in frame.groupby(frame[col].fillna("unknown").astype(str), sort=True):
+            y, p = part["label"].to_numpy(), part["probability"].to_numpy()
+
+            def fn(idx, y=y, p=p):
+                t = threshold_metrics(y[idx], p[idx], threshold)
+                return {"roc_auc": roc_auc(y[idx], p[idx]), "sensitivity": t["sensitivity"], "specificity": t["specificity"]}
+            est = bootstrap(fn, part["lesion_id"].to_numpy(), n_boot, seed)
+            rows.append({"group": value, "n": int(len(part)), "n_malignant": int(y.sum()), **_estimates(est)})
+        out[col] = rows
+    return out
+
+
+def calibration(frame: pd.DataFrame, temperature: float | None) -> dict:
+    """ECE and reliability curve, before and (with a temperature) after temperature scaling."""
+    y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
+    out = {"temperature": temperature, "reliability": reliability_curve(y, p)}
+    if temperature is not None:
+        out["reliability_calibrated"] = reliability_curve(y, apply_temperature(p, temperature))
+    return out
+
+
+def summarize(frame: pd.DataFrame, threshold: float, threshold_source: str, n_boot: int = 1000, seed: int = 0,
+              temperature: float | None = None) -> dict:
+    """The metrics.json content for one set of predictions (``probability`` is uncalibrated;
+    with ``temperature`` the calibrated metrics are reported too)."""
+    if frame["label"].nunique() < 2:
+        raise ValueError("evaluation needs both benign and malignant images; this set has only one class")
+    result = {
+        "n_images": int(len(frame)), "n_lesions": int(frame["lesion_id"].nunique()),
+        "n_malignant": int(frame["label"].sum()),
+        "threshold": {"value": float(threshold), "source": threshold_source},
+        "bootstrap": {"unit": "lesion", "resamples": n_boot, "seed": seed, "interval": "95% percentile"},
+        **headline(frame, threshold, n_boot, seed),
+        "per_dx": per_dx(frame, threshold, n_boot, seed),
+        "subgroups": subgroups(frame, threshold, n_boot, seed),
+        "calibration": calibration(frame, temperature),
+    }
+    if temperature is not None:
+        calibrated = frame.assign(probability=apply_temperature(frame["probability"].to_numpy(), temperature))
+        result["calibrated"] = headline(calibrated, float(apply_temperature(threshold, temperature)), n_boot, seed)
+    return result

@@ -1,0 +1,150 @@
+"""Batch prediction from a bundle: paths, PIL images or arrays in; probabilities out."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from ..data.images import ImageDecodeError, _to_rgb
+from ..labels import DX_CODES
+from ..models.classifier import class_probabilities, malignant_probability
+from .bundle import Bundle, load_bundle
+
+TTA_VIEWS = ("identity", "hflip", "vflip", "rot90")
+
+
+def tta_views(x: torch.Tensor, tta: bool) -> list[torch.Tensor]:
+    """The batch itself, plus its horizontal flip, vertical flip and 90-degree rotation with ``tta``."""
+    if not tta:
+        return [x]
+    return [x, x.flip(-1), x.flip(-2), x.rot90(1, dims=(-2, -1))]
+
+
+@torch.no_grad()
+def forward_probs(model, x: torch.Tensor, task: str, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p(malignant) of shape (N,), class probabilities (N, C)), averaged over TTA views."""
+    views = tta_views(x, tta)
+    classes = torch.stack([class_probabilities(model(v), task) for v in views]).mean(0)
+    if task == "binary":
+        return classes[:, 1], classes
+    from ..labels import MALIGNANT_CLASS_INDICES
+    return classes[:, list(MALIGNANT_CLASS_INDICES)].sum(1), classes
+
+
+def probability_columns(task: str, classes: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-dx probability columns for a 7-class model (none for binary)."""
+    return {f"p_{dx}": classes[:, j] for j, dx in enumerate(DX_CODES)} if task == "7class" else {}
+
+
+class Predictor:
+    """``Predictor.from_bundle(path).predict(images)``: the bundle's preprocessing, batched, optional TTA."""
+
+    def __init__(self, bundle: Bundle, device: str = "cpu", batch_size: int = 32, tta: bool = False,
+                 calibrated: bool = True):
+        self.bundle, self.device, self.batch_size, self.tta = bundle, torch.device(device), batch_size, tta
+        calibration = bundle.config.get("calibration") or {}
+        self.temperature = calibration.get("temperature") if calibrated else None
+        self.model = bundle.model.to(self.device).eval()
+        self.pre = bundle.preprocessing
+        self._eval = self.pre.eval_transform()
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, **kwargs) -> "Predictor":
+        return cls(load_bundle(path), **kwargs)
+
+    @property
+    def threshold(self) -> float:
+        """The bundle's threshold, expressed on the (temperature-scaled, if calibrated) probability scale."""
+        if self.temperature is None:
+            return self.bundle.threshold
+        from ..evaluation.calibration import apply_temperature
+        return float(apply_temperature(self.bundle.threshold, self.temperature))
+
+    def square(self, image) -> torch.Tensor:
+        """Path, PIL image or HxWx3 / HxW array -> the bundle's cached square uint8 form."""
+        if isinstance(image, (str, Path)):
+            return self.pre.load(image)
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        if isinstance(image, Image.Image):
+            return self.pre.square(_to_rgb(image))
+        raise TypeError(f"cannot predict on {type(image).__name__}; pass a path, a PIL image or a numpy array")
+
+    def predict_squares(self, squares: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(p(malignant), class probabilities) for a uint8 batch of squares."""
+        x = torch.stack([self._eval(s) for s in squares]).to(self.device)
+        p, classes = forward_probs(self.model, x, self.bundle.task, self.tta)
+        return p.cpu().numpy(), classes.cpu().numpy()
+
+    def predict(self, images) -> pd.DataFrame:
+        """One row per image: probability, decision at the bundle's threshold, threshold (+ p_<dx>)."""
+        probs, classes = [], []
+        for start in range(0, len(images), self.batch_size):
+            squares = torch.stack([self.square(im) for im in images[start:start + self.batch_size]])
+            p, c = self.predict_squares(squares)
+            probs.append(p)
+            classes.append(c)
+        return self._frame(np.concatenate(probs) if probs else np.zeros(0),
+                           np.concatenate(classes) if classes else np.zeros((0, 2)))
+
+    def _frame(self, prob: np.ndarray, classes: np.ndarray) -> pd.DataFrame:
+        if self.temperature is not None:
+            from ..evaluation.calibration import apply_temperature
+            prob = apply_temperature(prob, self.temperature)
+        out = pd.DataFrame({"probability": prob})
+        out["decision"] = np.where(prob >= self.threshold, "malignant", "benign")
+        out["threshold"] = self.threshold
+        for k, v in probability_columns(self.bundle.task, classes).items():
+            out[k] = v
+        return out
+
+    def predict_paths(self, paths: list[str], num_workers: int = 0, progress: bool = True) -> pd.DataFrame:
+        """Predict files in batches with DataLoader workers; undecodable files get a row with ``error``."""
+        from tqdm.auto import tqdm
+
+        loader = torch.utils.data.DataLoader(_PathSquares(paths, self.pre), batch_size=self.batch_size,
+                                             num_workers=num_workers, collate_fn=_collate)
+        rows = []
+        with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+            for ok_idx, squares, errors in loader:
+                if len(ok_idx):
+                    p, c = self.predict_squares(squares)
+                    frame = self._frame(p, c)
+                    frame.insert(0, "path", [paths[i] for i in ok_idx])
+                    frame["error"] = ""
+                    rows.append(frame)
+                if errors:
+                    rows.append(pd.DataFrame({"path": [paths[i] for i, _ in errors], "probability": math.nan,
+                                              "decision": "", "threshold": self.threshold,
+                                              "error": [e for _, e in errors]}))
+                bar.update(len(ok_idx) + len(errors))
+        if not rows:
+            return pd.DataFrame(columns=["path", "probability", "decision", "threshold", "error"])
+        out = pd.concat(rows, ignore_index=True)
+        order = {p: i for i, p in enumerate(paths)}
+        return out.sort_values("path", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+class _PathSquares(torch.utils.data.Dataset):
+    def __init__(self, paths, pre):
+        self.paths, self.pre = paths, pre
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return i, self.pre.load(self.paths[i]), None
+        except ImageDecodeError as exc:
+            return i, None, str(exc)
+
+
+def _collate(items):
+    ok = [(i, x) for i, x, e in items if e is None]
+    errors = [(i, e) for i, x, e in items if e is not None]
+    squares = torch.stack([x for _, x in ok]) if ok else torch.zeros(0)
+    return [i for i, _ in ok], squares, errors

@@ -1,0 +1,122 @@
+"""tune-threshold, evaluate (run and external), report, model card and compare on a tiny trained run."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_dataset
+from skinlesion.cli import main
+from skinlesion.data.metadata import DataError
+from skinlesion.evaluation.compare import compare_runs
+from skinlesion.evaluation.evaluate import evaluate_external, evaluate_run
+from skinlesion.evaluation.summary import summarize
+from skinlesion.evaluation.tune import tune_threshold
+from skinlesion.training.fit import train
+from test_training import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evalrun")
+    cfg = tiny_cfg(demo_data, tmp, epochs=2, limit_train_batches=None)
+    train(cfg, tmp / "run", progress=False)
+    return tmp / "run"
+
+
+def test_tune_threshold_writes_threshold_and_updates_bundle(trained_run, capsys):
+    assert main(["tune-threshold", str(trained_run), "--target-sensitivity", "0.8"]) == 0
+    out = capsys.readouterr().out
+    assert "Youden's J" in out and "sensitivity >= 0.95" in out
+    thr = json.loads((trained_run / "threshold.json").read_text())
+    val = pd.read_csv(trained_run / "val_predictions.csv")
+    sens = ((val["probability"] >= thr["threshold"]) & (val["label"] == 1)).sum() / val["label"].sum()
+    assert sens >= 0.8 and thr["source_split"] == "val" and thr["target_sensitivity"] == 0.8
+    bundle = json.loads((trained_run / "bundle/config.json").read_text())
+    assert bundle["threshold"]["value"] == thr["threshold"] and bundle["threshold"]["target_sensitivity"] == 0.8
+    assert (trained_run / "plots/val_roc.png").is_file() and (trained_run / "plots/val_thresholds.png").is_file()
+
+
+def test_evaluate_run_writes_metrics_report_and_card(trained_run):
+    tune_threshold(trained_run, 0.9)
+    result = evaluate_run(trained_run, n_boot=100, num_workers=0, progress=False, calibrate=True)
+    m = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("roc_auc", "pr_auc", "auc_sens_80", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+                "ppv", "npv", "f1", "brier", "ece"):
+        assert set(m["at_threshold"][key]) == {"value", "ci_low", "ci_high"}, key
+    for key in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1"):
+        assert key in m["at_0.5"], key  # threshold-free metrics (AUCs, Brier, ECE) are reported once
+    assert m["threshold"]["value"] == json.loads((trained_run / "threshold.json").read_text())["threshold"]
+    preds = pd.read_csv(trained_run / "test_predictions.csv")
+    split = pd.read_csv(trained_run / "split.csv")
+    assert set(preds["image_id"]) == set(split.loc[split["split"] == "test", "image_id"])
+    assert {"sex", "age", "localization", "probability_calibrated"} <= set(preds.columns)
+    assert {"sex", "age_band", "localization"} == set(m["subgroups"])
+    assert sum(r["n"] for r in m["subgroups"]["sex"]) == len(preds)
+    assert m["calibration"]["temperature"] > 0 and "calibrated" in m
+    c = m["confusion_at_threshold"]
+    assert c["tp"] + c["fp"] + c["tn"] + c["fn"] == len(preds)
+    html = result.report.read_text()
+    for section in ("Headline metrics", "Calibration", "Per diagnosis", "Subgroups", "Threshold (validation operating points)",
+                    "Training curves", "Split", "Run config", "Research and education use only"):
+        assert section in html, section
+    assert html.count("data:image/png;base64,") >= 8 and "src=\"http" not in html  # self-contained
+    card = result.model_card.read_text()
+    for section in ("## Intended use", "## Training data and split", "### Per diagnosis", "### Subgroup: sex",
+                    "## Known limitations", "## How to reproduce", "fair skin", "Not a medical device"):
+        assert section in card, section
+    bundle = json.loads((trained_run / "bundle/config.json").read_text())
+    assert bundle["metrics"]["test"]["roc_auc"]["value"] == m["at_threshold"]["roc_auc"]["value"]
+    assert bundle["calibration"]["temperature"] == m["calibration"]["temperature"]
+
+
+def test_evaluate_external_dataset_with_a_bundle(trained_run, demo_data, tmp_path, capsys):
+    code = main(["evaluate", "--model", str(trained_run / "bundle"), "--data", str(demo_data), "--out",
+                 str(tmp_path / "ext"), "--bootstrap", "50", "--num-workers", "0", "--quiet"])
+    assert code == 0
+    assert "external (120 images" in capsys.readouterr().out
+    m = json.loads((tmp_path / "ext/metrics.json").read_text())
+    assert m["n_images"] == 120 and (tmp_path / "ext/report.html").is_file() and (tmp_path / "ext/model_card.md").is_file()
+
+
+def test_external_data_errors_are_clear(trained_run, demo_data, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(demo_data, bad)
+    meta = pd.read_csv(bad / "HAM10000_metadata.csv")
+    meta.loc[3, "dx"] = "scc"
+    meta.to_csv(bad / "HAM10000_metadata.csv", index=False)
+    with pytest.raises(DataError, match="unknown dx code.*'scc'"):
+        evaluate_external(trained_run / "bundle", bad, tmp_path / "o1", n_boot=10, num_workers=0, progress=False)
+    meta.loc[3, "dx"] = "nv"
+    meta.to_csv(bad / "HAM10000_metadata.csv", index=False)
+    (bad / "images" / f"{meta.loc[5, 'image_id']}.jpg").unlink()
+    with pytest.raises(DataError, match=f"{meta.loc[5, 'image_id']}.*--allow-missing"):
+        evaluate_external(trained_run / "bundle", bad, tmp_path / "o2", n_boot=10, num_workers=0, progress=False)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    with pytest.raises(FileNotFoundError, match="not a model bundle"):
+        evaluate_external(tmp_path, demo_data, tmp_path / "o3", n_boot=10, progress=False)
+
+
+def test_compare_two_runs_on_the_same_images(trained_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other)
+    preds = pd.read_csv(other / "test_predictions.csv")
+    preds["probability"] = np.random.default_rng(0).random(len(preds))  # an uninformative model
+    preds.to_csv(other / "test_predictions.csv", index=False)
+    assert main(["compare", str(trained_run), str(other), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "paired bootstrap p =" in out and str(other) in out
+    result = compare_runs([trained_run, trained_run], n_boot=50)
+    assert result["paired_roc_auc"][0]["difference"] == 0 and result["paired_roc_auc"][0]["p_value"] == 1.0
+
+
+def test_summary_per_dx_counts_and_one_class_error():
+    frame = pd.DataFrame({"label": [0, 0, 1, 1, 1, 0], "probability": [0.1, 0.7, 0.8, 0.3, 0.9, 0.2],
+                          "lesion_id": list("aabcde"), "dx": ["nv", "nv", "mel", "bcc", "mel", "bkl"]})
+    s = summarize(frame, 0.5, "test", n_boot=20)
+    per = {r["dx"]: r for r in s["per_dx"]}
+    assert per["mel"]["called_malignant"]["value"] == 1.0 and per["bcc"]["called_malignant"]["value"] == 0.0
+    assert per["nv"]["called_malignant"]["value"] == 0.5 and per["nv"]["n"] == 2
+    with pytest.raises(ValueError, match="only one class"):
+        summarize(frame.assign(label=0), 0.5, "test", n_boot=5)
