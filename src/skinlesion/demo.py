@@ -21,27 +21,37 @@ def demo_config(cfg: RunConfig, data_dir: Path) -> RunConfig:
 
 def run_demo(cfg: RunConfig, out: str | Path | None = None, progress: bool = True, echo=print) -> dict:
     """Generate demo data into ``out/data``, then prepare and train into ``out/run``; return the results."""
+    import pandas as pd
+
     from .evaluation.evaluate import evaluate_run, format_headline
+    from .inference.predictor import Predictor
     from .evaluation.tune import format_result, tune_threshold
     from .training.fit import train
 
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="skinlesion-demo-"))
     data_dir, run_dir = out / "data", out / "run"
     t0 = time.perf_counter()
-    echo(f"[1/5] generating {cfg.demo.n} synthetic images (seed {cfg.demo.seed}) -> {data_dir}")
+    echo(f"[1/6] generating {cfg.demo.n} synthetic images (seed {cfg.demo.seed}) -> {data_dir}")
     make_demo_data(data_dir, cfg.demo.n, cfg.demo.seed, cfg.demo.image_size, progress=progress)
     cfg = demo_config(cfg, data_dir)
-    echo(f"[2/5] prepare: lesion-level split -> {run_dir}")
+    echo(f"[2/6] prepare: lesion-level split -> {run_dir}")
     echo(prepare(cfg, run_dir, progress=progress).report())
-    echo(f"[3/5] train: {cfg.train.arch}, {cfg.train.epochs} epochs at {cfg.train.image_size}px (ImageNet weights, offline)")
+    echo(f"[3/6] train: {cfg.train.arch}, {cfg.train.epochs} epochs at {cfg.train.image_size}px (ImageNet weights, offline)")
     result = train(cfg, run_dir, progress=progress, echo=echo)
     v = result.val_metrics
     echo(f"val ROC-AUC {v['roc_auc']:.3f}, PR-AUC {v['pr_auc']:.3f} (per-epoch figures in {run_dir / 'metrics.csv'})")
-    echo("[4/5] tune-threshold: highest threshold with validation sensitivity >= 0.90")
+    echo("[4/6] tune-threshold: highest threshold with validation sensitivity >= 0.90")
     echo(format_result(tune_threshold(run_dir, 0.90)))
-    echo("[5/5] evaluate on the held-out test split")
+    echo("[5/6] evaluate on the held-out test split")
     evaluation = evaluate_run(run_dir, progress=progress, n_boot=cfg.demo.bootstrap)
-    echo(f"demo finished in {time.perf_counter() - t0:.0f}s (synthetic data, not a real result)")
     echo("test headline: " + format_headline(evaluation.metrics))
-    echo(f"report: {evaluation.report}\nbundle: {result.bundle}")
+    echo(f"report: {evaluation.report}")
+    echo("[6/6] predict: a few test images with the bundle")
+    test_ids = pd.read_csv(run_dir / "test_predictions.csv")["image_id"].head(4)
+    paths = [str(data_dir / "images" / f"{i}.jpg") for i in test_ids]
+    preds = Predictor.from_bundle(result.bundle).predict(paths)
+    preds.insert(0, "image", [Path(p).name for p in paths])
+    echo(preds.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    echo(f"demo finished in {time.perf_counter() - t0:.0f}s (synthetic data: not a real-world result)")
+    echo(f"bundle: {result.bundle}\nsee it in a browser: skinlesion serve --model {result.bundle}  (then open http://127.0.0.1:8000/)")
     return {"out": out, "data": data_dir, "run": run_dir, "train": result, "evaluation": evaluation}

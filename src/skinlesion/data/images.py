@@ -31,25 +31,24 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Decode ``path`` to an 8-bit RGB PIL image with EXIF orientation applied.
+def load_rgb(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Decode ``path`` (a path or a binary file object, e.g. an upload, named ``name`` in errors) to an
+    8-bit RGB PIL image with EXIF orientation applied.
 
-    ``draft_size`` lets JPEG decoding downscale by a power of two while staying at least that size
-    (much faster for resizing later). Raises :class:`ImageDecodeError` for missing, non-image,
+    Raises :class:`ImageDecodeError` for missing, non-image,
     truncated/corrupt or oversized files.
     """
-    path = Path(path)
+    source = path if hasattr(path, "read") else Path(path)
+    path = name or (getattr(path, "name", None) if hasattr(path, "read") else source) or "upload"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageDecodeError(
                         f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
                         "(decompression-bomb guard); downscale the image first")
-                if draft_size is not None and img.format == "JPEG":
-                    img.draft("RGB", draft_size)
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb(img)

@@ -42,7 +42,7 @@ class Preprocessing:
 
     def load(self, path: str | Path) -> torch.Tensor:
         """Decode a file with the project's decoder and return its cached square form."""
-        return self.square(load_rgb(path, draft_size=(self.resize_size, self.resize_size)))
+        return self.square(load_rgb(path))  # full decode (no JPEG draft), so files == in-memory images
 
     def train_transform(self) -> v2.Compose:
         return v2.Compose([

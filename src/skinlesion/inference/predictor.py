@@ -88,10 +88,11 @@ class Predictor:
             p, c = self.predict_squares(squares)
             probs.append(p)
             classes.append(c)
-        return self._frame(np.concatenate(probs) if probs else np.zeros(0),
+        return self.to_frame(np.concatenate(probs) if probs else np.zeros(0),
                            np.concatenate(classes) if classes else np.zeros((0, 2)))
 
-    def _frame(self, prob: np.ndarray, classes: np.ndarray) -> pd.DataFrame:
+    def to_frame(self, prob: np.ndarray, classes: np.ndarray) -> pd.DataFrame:
+        """Rows of probability (temperature-scaled if the bundle is calibrated), decision, threshold."""
         if self.temperature is not None:
             from ..evaluation.calibration import apply_temperature
             prob = apply_temperature(prob, self.temperature)
@@ -113,7 +114,7 @@ class Predictor:
             for ok_idx, squares, errors in loader:
                 if len(ok_idx):
                     p, c = self.predict_squares(squares)
-                    frame = self._frame(p, c)
+                    frame = self.to_frame(p, c)
                     frame.insert(0, "path", [paths[i] for i in ok_idx])
                     frame["error"] = ""
                     rows.append(frame)

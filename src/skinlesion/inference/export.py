@@ -1,0 +1,56 @@
+"""ONNX export with a dynamic batch axis, checked against PyTorch with onnxruntime."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import atomic
+from .bundle import load_bundle
+
+PARITY_TOLERANCE = 1e-4
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime and PyTorch disagree beyond the tolerance."""
+
+
+def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str] | None = None,
+                opset: int = 17) -> dict:
+    """Export the bundle's model (input ``image``: normalised NCHW float32; output ``logits``), verify
+    parity on a few images, and write the preprocessing as ``<out>.json`` beside it."""
+    import onnxruntime as ort
+
+    bundle = load_bundle(bundle_dir)
+    pre, model = bundle.preprocessing, bundle.model.eval()
+    out = Path(out)
+    s = pre.image_size
+    dummy = torch.randn(2, 3, s, s)
+    with atomic.atomic_path(out) as tmp:
+        torch.onnx.export(model, (dummy,), str(tmp), input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        if sample_images:
+            x = torch.stack([pre.eval_transform()(pre.load(p)) for p in sample_images])
+        else:
+            x = torch.stack([pre.eval_transform()(torch.randint(0, 256, (3, pre.resize_size, pre.resize_size),
+                                                                dtype=torch.uint8, generator=torch.Generator().manual_seed(i)))
+                             for i in range(3)])
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(["logits"], {"image": x.numpy()})[0]
+        diff = float(np.abs(expected - got).max())
+        if diff > PARITY_TOLERANCE:
+            raise ParityError(f"onnxruntime differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE}); model not written")
+    meta = {"model": out.name, "input": "image: float32 [batch, 3, %d, %d], RGB, normalised" % (s, s),
+            "output": "logits: float32 [batch, %d]" % (1 if bundle.task == "binary" else 7),
+            "probability": "sigmoid(logits[:, 0])" if bundle.task == "binary" else
+            "softmax(logits); p(malignant) = p(akiec) + p(bcc) + p(mel)",
+            "preprocessing": pre.to_dict(), "threshold": bundle.threshold, "task": bundle.task,
+            "class_names": bundle.config["class_names"], "calibration": bundle.config.get("calibration"),
+            "parity_max_abs_diff": diff, "parity_images": len(x), "opset": opset}
+    atomic.write_json(out.with_suffix(".json"), meta)
+    return meta

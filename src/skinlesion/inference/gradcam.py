@@ -1,0 +1,94 @@
+"""Grad-CAM heat maps for the malignant logit (with the `grad-cam` package) and PNG overlays."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .. import atomic
+from ..data.images import ImageDecodeError
+from ..labels import MALIGNANT_CLASS_INDICES
+from .bundle import Bundle, load_bundle
+
+
+class MalignantLogit:
+    """Grad-CAM target: the binary logit, or log p(malignant) - log p(benign) for a 7-class model."""
+
+    def __init__(self, task: str):
+        self.task = task
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if self.task == "binary":
+            return output[0]
+        mal = list(MALIGNANT_CLASS_INDICES)
+        ben = [i for i in range(output.shape[-1]) if i not in mal]
+        return torch.logsumexp(output[mal], 0) - torch.logsumexp(output[ben], 0)
+
+
+def last_spatial_layer(backbone: nn.Module, size: int = 64) -> str:
+    """Name of the last module (in execution order) whose output is a 4-D map with H, W > 1."""
+    seen: list[str] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: seen.append(n)
+                                     if isinstance(o, torch.Tensor) and o.dim() == 4 and o.shape[-1] > 1 else None)
+             for name, m in backbone.named_modules() if name]
+    was_training = backbone.training
+    try:
+        with torch.no_grad():
+            backbone.eval()(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+        backbone.train(was_training)
+    if not seen:
+        raise ValueError(f"{type(backbone).__name__} has no spatial feature map for Grad-CAM")
+    return seen[-1]
+
+
+def cam_layer(bundle: Bundle) -> nn.Module:
+    """The backbone layer named in the registry spec stored in the bundle (auto-detected if none)."""
+    name = bundle.config["backbone"].get("cam_layer") or last_spatial_layer(bundle.model.backbone,
+                                                                            bundle.preprocessing.image_size)
+    return bundle.model.backbone.get_submodule(name)
+
+
+def gradcam(bundle: Bundle, squares: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(cams in [0, 1] of shape (N, S, S), RGB crops in [0, 1] of shape (N, S, S, 3)) for uint8 squares."""
+    from pytorch_grad_cam import GradCAM
+
+    from torchvision.transforms.v2 import functional as F
+
+    pre = bundle.preprocessing
+    x = torch.stack([pre.eval_transform()(s) for s in squares])
+    rgb = F.center_crop(squares, [pre.image_size, pre.image_size]).permute(0, 2, 3, 1).numpy().astype(np.float32) / 255.0
+    model = bundle.model.eval()
+    with GradCAM(model=model, target_layers=[cam_layer(bundle)]) as cam:
+        maps = cam(input_tensor=x, targets=[MalignantLogit(bundle.task)] * len(x))
+    return maps.astype(np.float32), rgb
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray) -> Image.Image:
+    """The heat map (jet colour map) blended over the image."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+    return Image.fromarray(show_cam_on_image(rgb, cam, use_rgb=True, image_weight=0.6))
+
+
+def explain_files(bundle_dir: str | Path, paths: list[str], out_dir: str | Path) -> tuple[list[Path], dict[str, str]]:
+    """Write ``<stem>_gradcam.png`` per image into ``out_dir``; return written files and path -> error."""
+    bundle = load_bundle(bundle_dir)
+    out_dir = Path(out_dir)
+    written, errors = [], {}
+    for path in paths:
+        try:
+            square = bundle.preprocessing.load(path)
+        except ImageDecodeError as exc:
+            errors[path] = str(exc)
+            continue
+        maps, rgb = gradcam(bundle, square[None])
+        target = out_dir / f"{Path(path).stem}_gradcam.png"
+        with atomic.atomic_path(target) as tmp:
+            overlay(rgb[0], maps[0]).save(tmp, format="PNG")
+        written.append(target)
+    return written, errors

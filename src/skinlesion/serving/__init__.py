@@ -1,0 +1,1 @@
+"""FastAPI app and its one static page."""
