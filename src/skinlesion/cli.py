@@ -67,6 +67,12 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--accelerator", "train.accelerator", "Lightning accelerator: auto, cpu, gpu, mps")
     _opt(p, "--devices", "train.devices", "Lightning devices: auto, N")
     _opt(p, "--strategy", "train.strategy", "Lightning strategy: auto, ddp, ...")
+    _opt(p, "--num-nodes", "train.num_nodes", "machines for multi-node DDP (with torchrun / SLURM)", type=int)
+    _opt(p, "--compile", "train.compile", "torch.compile the model", action="store_true")
+    p.add_argument("--gpu-augment", dest="train.gpu_augment", action=argparse.BooleanOptionalAction,
+                   default=argparse.SUPPRESS, help="augment uint8 batches on the device (default: on with CUDA)")
+    _opt(p, "--cache-features", "train.cache_features", "phase 1: precompute K augmented views of the frozen "
+         "backbone's features and train the head on them (0: off)", type=int, metavar="K")
     _opt(p, "--precision", "train.precision", "Lightning precision (None: bf16/fp16 mixed on CUDA, else 32-true)")
     _opt(p, "--seed", "train.seed", "seed for weights init, sampling and augmentation", type=int)
     _opt(p, "--fold", "train.fold", "with a --folds split: the fold used for validation", type=int)

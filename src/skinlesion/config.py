@@ -82,6 +82,10 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
+    num_nodes: int = 1
+    gpu_augment: bool | None = None  # None: on with CUDA (augment uint8 batches on the device)
+    compile: bool = False  # torch.compile the model
+    cache_features: int = 0  # phase 1: precompute K augmented views of backbone features (0: off)
     precision: str | None = None  # None: bf16/fp16 mixed on CUDA, 32-true elsewhere
     seed: int = 42
     fold: int | None = None  # with a --folds split: which fold is validation

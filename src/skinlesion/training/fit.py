@@ -17,18 +17,18 @@ import torch
 
 from .. import atomic
 from ..config import RunConfig, save_config
-from ..data.cache import CachedImages, EpochSampler, build_cache
+from ..data.cache import CachedImages, build_cache
 from ..data.metadata import DataError, find_images
 from ..data.split import load_split, use_fold
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, save_bundle
-from ..labels import DX_CODES, label_for
 from ..inference.predictor import forward_probs, probability_columns
 from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
 from .history import HistoryRecorder, plot_history, read_history
-from .module import LesionModule, class_weights
+from .loaders import build_data, cache_features, num_workers
+from .module import LesionModule
 
 
 @dataclass
@@ -40,10 +40,6 @@ class TrainResult:
     epochs: int
     seconds: float
     train_images_per_s: float
-
-
-def _num_workers(cfg_value: int | None) -> int:
-    return cfg_value if cfg_value is not None else min(4, (os.cpu_count() or 2) // 2)
 
 
 def _precision(cfg_value: str | None) -> str:
@@ -110,45 +106,77 @@ def _load_weights(module: LesionModule, ckpt: Path) -> None:
     module.load_state_dict(state["state_dict"])
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print) -> TrainResult:
+def _accelerator_is_cuda(t) -> bool:
+    return torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
+
+
+def _rank() -> int:
+    """Non-zero in every process but the first under Lightning's DDP launcher or torchrun."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return int(os.environ.get("NODE_RANK", 0)) * 1024 + int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progress: bool):
+    ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/pr_auc", mode="max", enable_version_counter=False)
+    # Lightning 2.6 refreshes save_last only when a top-k checkpoint is saved; resuming needs the latest epoch.
+    latest = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                                 every_n_epochs=1, enable_version_counter=False)
+    callbacks = [checkpoint, latest, L.pytorch.callbacks.EarlyStopping("val/pr_auc", mode="max", patience=t.patience),
+                 L.pytorch.callbacks.LearningRateMonitor("epoch"),
+                 HistoryRecorder(run_dir / "metrics.csv", phase, offset), _EpochReseed(t.seed, phase)]
+    loggers = [L.pytorch.loggers.CSVLogger(run_dir / "logs", name="", version=f"phase{phase}")]
+    try:
+        import tensorboard  # noqa: F401
+        loggers.append(L.pytorch.loggers.TensorBoardLogger(run_dir / "logs", name="", version=f"phase{phase}"))
+    except ImportError:
+        pass
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
+        num_nodes=t.num_nodes, precision=_precision(t.precision), callbacks=callbacks, logger=loggers,
+        num_sanity_val_steps=0, enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
+        limit_train_batches=t.limit_train_batches)
+    return trainer, checkpoint
+
+
+def _quietly(run, *args, **kwargs):
+    """Call trainer.fit / trainer.validate without Lightning's warnings that do not apply here."""
+    with warnings.catch_warnings():
+        for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*",
+                        ".*smaller than the logging interval.*"):
+            warnings.filterwarnings("ignore", message=message)
+        return run(*args, **kwargs)
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print) -> TrainResult | None:
     """Train ``cfg.train.arch`` on the run's split; write checkpoints, metrics.csv, val_predictions.csv,
-    plots/training_history.png and bundle/ into ``run_dir``."""
+    plots/training_history.png and bundle/ into ``run_dir``. Under DDP every rank runs this; only
+    rank 0 writes the run's artifacts and gets a result (other ranks get None)."""
     t_start = time.perf_counter()
     if not progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.train
-    if not resume and (run_dir / "checkpoints").exists():
+    if not resume and _rank() == 0 and (run_dir / "checkpoints").exists():
         raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it or choose a new --out")
     L.seed_everything(t.seed, workers=True, verbose=False)
     split, summary = _split_with_paths(cfg, run_dir, progress, echo)
     spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
     pre = Preprocessing.for_spec(spec)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
-    save_config(cfg, run_dir)
+    if _rank() == 0:
+        save_config(cfg, run_dir)
 
-    workers = _num_workers(t.num_workers)
+    workers = num_workers(t.num_workers)
     cache = build_cache(split["path"].tolist(), pre, t.cache_dir, num_workers=workers, progress=progress)
-    targets = np.array([label_for(dx, t.task) for dx in split["dx"]])
-    train_idx = np.flatnonzero(split["split"].to_numpy() == "train")
-    val_idx = np.flatnonzero(split["split"].to_numpy() == "val")
-    if len(val_idx) == 0:
+    gpu_augment = t.gpu_augment if t.gpu_augment is not None else _accelerator_is_cuda(t)
+    data = build_data(split, cache, pre, t, gpu_augment)
+    if len(data.val_idx) == 0:
         raise DataError(f"{run_dir / 'split.csv'} has no validation images; re-run prepare with a val ratio > 0")
-    weights = class_weights(targets[train_idx], t.task)
-    if t.balanced_sampler:
-        counts = np.bincount(targets[train_idx])
-        sample_w = 1.0 / counts[targets[train_idx]]
-        loss_weight = None
-        echo("class imbalance: balanced sampler (no loss weight)")
-    else:
-        sample_w, loss_weight = None, weights
-        echo("class imbalance: " + (f"pos_weight = benign/malignant = {weights.item():.3f}" if t.task == "binary"
-                                    else "class weights " + ", ".join(f"{d}={w:.2f}" for d, w in zip(DX_CODES, weights.tolist()))))
-    train_ds = CachedImages(cache, train_idx, targets[train_idx], pre.train_transform(), seed=t.seed)
-    val_ds = CachedImages(cache, val_idx, targets[val_idx], pre.eval_transform())
-    loader_kw = dict(batch_size=t.batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                     persistent_workers=workers > 0)
+    echo(data.summary)
 
     L.seed_everything(t.seed, workers=True, verbose=False)  # init independent of whether the cache existed
     model = build_model(spec, t.task, t.pretrained, t.weights, t.dropout)
@@ -157,13 +185,15 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     n_groups = len(parameter_groups(model.backbone))
     echo(f"model: {spec.name} (timm {spec.timm_id}) at {spec.image_size}px, "
          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n_groups} parameter groups; "
-         f"train {len(train_idx)} / val {len(val_idx)} images")
+         f"train {len(data.train_idx)} / val {len(data.val_idx)} images"
+         + ("; augmentation on the device" if gpu_augment else ""))
 
-    offset, best = 0, None
+    offset, best, module, trainer = 0, None, None, None
     for phase, epochs, lr, unfreeze in _phase_plan(t, spec, n_groups):
         ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
         trainable = set_trainable(model, unfreeze)
-        module = LesionModule(model, t.task, lr, t.weight_decay, loss_weight, t.lr_patience, t.channels_last, phase, offset)
+        module = LesionModule(model, t.task, lr, t.weight_decay, data.loss_weight, t.lr_patience, t.channels_last,
+                              phase, offset, data.batch_augment, t.seed, t.compile)
         state = _phase_state(ckpt_dir)
         if state.get("complete"):
             echo(f"phase {phase}: already complete ({state['epochs']} epochs), skipping")
@@ -173,51 +203,45 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
             continue
         last = ckpt_dir / "last.ckpt"
         ckpt_path = str(last) if resume and last.is_file() else None
+        use_features = not trainable and t.cache_features > 0
         echo(f"phase {phase}: {epochs} epoch(s) at lr {lr:g}, "
-             + ("backbone frozen (no_grad)" if not trainable else f"training the last {unfreeze} of {n_groups} "
-                f"backbone groups ({len(trainable)} tensors)") + (f", resuming from {last}" if ckpt_path else ""))
-        checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best", monitor="val/pr_auc", mode="max", save_last=True,
-            enable_version_counter=False)
-        callbacks = [checkpoint, L.pytorch.callbacks.EarlyStopping("val/pr_auc", mode="max", patience=t.patience),
-                     L.pytorch.callbacks.LearningRateMonitor("epoch"),
-                     HistoryRecorder(run_dir / "metrics.csv", phase, offset), _EpochReseed(t.seed, phase)]
-        loggers = [L.pytorch.loggers.CSVLogger(run_dir / "logs", name="", version=f"phase{phase}")]
-        try:
-            import tensorboard  # noqa: F401
-            loggers.append(L.pytorch.loggers.TensorBoardLogger(run_dir / "logs", name="", version=f"phase{phase}"))
-        except ImportError:
-            pass
-        trainer = L.Trainer(
-            max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
-            precision=_precision(t.precision), callbacks=callbacks, logger=loggers, num_sanity_val_steps=0,
-            enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
-            limit_train_batches=t.limit_train_batches)
-        train_loader = torch.utils.data.DataLoader(train_ds, sampler=EpochSampler(len(train_ds), t.seed + 1000 * phase, sample_w), **loader_kw)
-        val_loader = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader_kw)
-        with warnings.catch_warnings():
-            for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
-                warnings.filterwarnings("ignore", message=message)
-            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+             + ("backbone frozen (no_grad" + (f", {t.cache_features} cached feature view(s))" if use_features else ")")
+                if not trainable else f"training the last {unfreeze} of {n_groups} backbone groups ({len(trainable)} tensors)")
+             + (f", resuming from {last}" if ckpt_path else ""))
+        trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress)
+        seed = t.seed + 1000 * phase
+        if use_features:
+            device = torch.device("cuda" if _accelerator_is_cuda(t) else "cpu")
+            train_ds, val_ds = cache_features(model, data, t.cache_features, device, echo)
+            train_loader, val_loader = data.train_loader(seed, train_ds), data.loader(val_ds)
+        else:
+            train_loader, val_loader = data.train_loader(seed), data.loader(data.val)
+        _quietly(trainer.fit, module, train_loader, val_loader, ckpt_path=ckpt_path)
         if trainer.interrupted:
             raise KeyboardInterrupt
         best_path = Path(checkpoint.best_model_path)
         state = {"complete": True, "epochs": trainer.current_epoch, "best_path": str(best_path),
                  "best_score": float(checkpoint.best_model_score), "phase": phase}
-        atomic.write_json(ckpt_dir / "phase.json", state)
+        if trainer.is_global_zero:
+            atomic.write_json(ckpt_dir / "phase.json", state)
         _load_weights(module, best_path)  # the next phase starts from this phase's best weights
         offset += state["epochs"]
         best = state if best is None or state["best_score"] > best["best_score"] else best
 
     _load_weights(module, Path(best["best_path"]))
+    if trainer is None:  # every phase was already complete: a trainer just for the final validation pass
+        trainer, _ = _make_trainer(t, run_dir, 0, 1, offset, progress)
+    _quietly(trainer.validate, module, data.loader(data.val), verbose=False)  # gathered across ranks
+    if not trainer.is_global_zero:
+        return None
     atomic.write_json(run_dir / "checkpoints" / "best.json", best)
-    val_pred = predict_frame(module.model, val_ds, split.iloc[val_idx], t.task, t.batch_size, workers)
+    val_pred = _val_frame(module.val_predictions, split.iloc[data.val_idx], t.task)
     atomic.write_csv(run_dir / "val_predictions.csv", val_pred)
     val_metrics = epoch_metrics(val_pred["label"], val_pred["probability"])
     history = read_history(run_dir / "metrics.csv")
     plot_history(history, run_dir / "plots" / "training_history.png")
     fingerprint = {"split_lesion_hash": summary["lesion_hash"]["all"], "seed": summary["seed"],
-                   "train_images": int(len(train_idx)), "val_images": int(len(val_idx)),
+                   "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
                    "dataset_root": summary.get("dataset", {}).get("root")}
     metrics = {"val": {k: float(v) for k, v in val_metrics.items()}, "best_checkpoint": best["best_path"]}
     bundle = save_bundle(module.model, bundle_config(spec, pre, t.task, t.dropout, metrics, fingerprint), run_dir / "bundle")
@@ -226,12 +250,25 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                        time.perf_counter() - t_start, ips)
 
 
+def _val_frame(gathered: dict, rows: pd.DataFrame, task: str) -> pd.DataFrame:
+    """val_predictions.csv from the gathered validation outputs (one row per val image, split order)."""
+    if len(gathered.get("index", [])) != len(rows):
+        raise RuntimeError(f"gathered {len(gathered.get('index', []))} validation predictions for {len(rows)} images")
+    order = np.argsort(gathered["index"])
+    out = rows.loc[:, ["image_id", "lesion_id", "dx", "label"]].reset_index(drop=True)
+    out["probability"] = gathered["probability"][order]
+    for k, v in probability_columns(task, gathered["classes"][order]).items():
+        out[k] = v
+    return out
+
+
 def _devices(value: str):
     return int(value) if str(value).isdigit() else value
 
 
 class _EpochReseed(L.Callback):
-    """Reseed the global RNG (dropout) from (seed, phase, epoch) so --resume reproduces the run."""
+    """Reseed the global RNG (dropout) from (seed, phase, epoch) so --resume reproduces the run.
+    (Under DDP, Lightning's DistributedSamplerWrapper forwards set_epoch to the EpochSampler.)"""
 
     def __init__(self, seed: int, phase: int):
         self.seed, self.phase = seed, phase
