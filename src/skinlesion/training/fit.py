@@ -245,7 +245,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                    "dataset_root": summary.get("dataset", {}).get("root")}
     metrics = {"val": {k: float(v) for k, v in val_metrics.items()}, "best_checkpoint": best["best_path"]}
     bundle = save_bundle(module.model, bundle_config(spec, pre, t.task, t.dropout, metrics, fingerprint), run_dir / "bundle")
-    ips = float(np.average(history["train_images_per_s"], weights=history["epoch_seconds"])) if len(history) else float("nan")
+    ips = float(history["train_images_per_s"].mul(history["train_seconds"]).sum() / history["train_seconds"].sum()) \
+        if len(history) else float("nan")  # all training images over all training time
     return TrainResult(run_dir, bundle, val_metrics, Path(best["best_path"]), int(offset),
                        time.perf_counter() - t_start, ips)
 

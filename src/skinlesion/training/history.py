@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import lightning as L
@@ -10,7 +11,8 @@ import pandas as pd
 from .. import atomic
 
 HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_roc_auc", "val_pr_auc",
-                   "val_sensitivity", "val_specificity", "val_predicted_positive_rate", "epoch_seconds", "train_images_per_s"]
+                   "val_sensitivity", "val_specificity", "val_predicted_positive_rate", "epoch_seconds",
+                   "train_seconds", "val_seconds", "train_images_per_s", "val_images_per_s"]
 
 
 def read_history(path: Path) -> pd.DataFrame:
@@ -23,28 +25,40 @@ class HistoryRecorder(L.Callback):
 
     def __init__(self, path: Path, phase: int, epoch_offset: int):
         self.path, self.phase, self.epoch_offset = Path(path), phase, epoch_offset
-        self._t0 = None
-        self._seen = 0
+        self._t = {}
+        self._seen = self._val_seen = 0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        import time
-        self._t0, self._seen = time.perf_counter(), 0
+        self._t = {"start": time.perf_counter()}
+        self._seen = self._val_seen = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._seen += len(batch[1])
+        self._seen += len(batch[1]) * trainer.world_size
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._t["val_start"] = time.perf_counter()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._val_seen += len(batch[1]) * trainer.world_size
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._t["val_end"] = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        import time
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        elapsed = time.perf_counter() - self._t0
+        elapsed = time.perf_counter() - self._t["start"]
+        train_s = self._t.get("val_start", time.perf_counter()) - self._t["start"]
+        val_s = self._t.get("val_end", 0.0) - self._t.get("val_start", 0.0)
         row = {"epoch": self.epoch_offset + trainer.current_epoch + 1, "phase": self.phase,
                "lr": trainer.optimizers[0].param_groups[0]["lr"],
                "train_loss": m.get("train/loss", math.nan), "val_loss": m.get("val/loss", math.nan),
                **{f"val_{k}": m.get(f"val/{k}", math.nan) for k in
                   ("roc_auc", "pr_auc", "sensitivity", "specificity", "predicted_positive_rate")},
-               "epoch_seconds": elapsed, "train_images_per_s": self._seen / elapsed if elapsed else math.nan}
+               "epoch_seconds": elapsed, "train_seconds": train_s, "val_seconds": val_s,
+               "train_images_per_s": self._seen / train_s if train_s > 0 else math.nan,
+               "val_images_per_s": self._val_seen / val_s if val_s > 0 else math.nan}
         history = read_history(self.path)
         history = history[history["epoch"] < row["epoch"]] if len(history) else history
         atomic.write_csv(self.path, pd.concat([history, pd.DataFrame([row])], ignore_index=True)[HISTORY_COLUMNS])
