@@ -10,7 +10,7 @@ import torch
 
 from .transforms import Preprocessing
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: full JPEG decode (no draft mode)
 
 
 def default_cache_dir() -> Path:

@@ -21,7 +21,7 @@ from ..labels import BINARY_LABEL, HAM10000_DX_COUNTS
 from .metadata import METADATA_FILENAME
 
 #: Mean ABCD feature (0..~1.3) per class; the within-class spread is FEATURE_SD.
-FEATURE_MEAN = {0: 0.35, 1: 0.75}
+FEATURE_MEAN = {0: 0.3, 1: 0.85}
 FEATURE_SD = 0.30
 LOOKALIKE_FRACTION = 0.08  # lesions whose appearance is drawn from the other class
 IMAGES_PER_LESION = ((1, 0.75), (2, 0.15), (3, 0.07), (4, 0.03))

@@ -32,7 +32,9 @@ def _fmt(e: dict | None) -> str:
 
 
 def headline_rows(metrics: dict) -> list[tuple[str, str, str]]:
-    return [(k, _fmt(metrics["at_threshold"].get(k)), _fmt(metrics["at_0.5"].get(k))) for k in HEADLINE_KEYS]
+    """(metric, at the tuned threshold, at 0.5); threshold-free metrics are shown once."""
+    return [(k, _fmt(metrics["at_threshold"].get(k)),
+             _fmt(metrics["at_0.5"][k]) if k in metrics["at_0.5"] else "(threshold-free)") for k in HEADLINE_KEYS]
 
 
 def _md_table(head: list[str], rows: list) -> str:

@@ -60,7 +60,9 @@ def subgroups(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> 
         if col not in frame:
             continue
         rows = []
-        for value, part in frame.groupby(frame[col].fillna("unknown").astype(str), sort=True):
+        groups = frame.groupby(frame[col].fillna("unknown").astype(str), sort=True)
+        order = (list(AGE_BAND_NAMES) + ["unknown"]) if col == "age_band" else None
+        for value, part in sorted(groups, key=lambda g: order.index(g[0]) if order and g[0] in order else 0):
             y, p = part["label"].to_numpy(), part["probability"].to_numpy()
 
             def fn(idx, y=y, p=p):
