@@ -7,14 +7,9 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, field_default, load_config
-from .data.images import ImageDecodeError
-from .data.metadata import DataError
-from .evaluation.thresholds import ThresholdError
-from .inference.export import ParityError
-from .models.weights import WeightsUnavailableError
+from .errors import SkinlesionError
 
-USER_ERRORS = (DataError, ConfigError, ImageDecodeError, FileExistsError, FileNotFoundError, WeightsUnavailableError,
-               ThresholdError, ParityError)
+USER_ERRORS = (SkinlesionError, FileExistsError, FileNotFoundError)  # printed as "error: ...", exit status 2
 
 
 def _opt(parser: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 import yaml
 
 from . import atomic
+from .errors import SkinlesionError
 
 
-class ConfigError(ValueError):
+class ConfigError(SkinlesionError, ValueError):
     """A config file or override is invalid (message names the key and the remedy)."""
 
 

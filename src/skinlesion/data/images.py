@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import SkinlesionError
+
 #: Above this many pixels an image is refused (decompression-bomb guard); HAM10000 is 0.27 MP.
 MAX_PIXELS = 50_000_000
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(SkinlesionError, ValueError):
     """An image file cannot be used; the message names the file and the reason."""
 
 

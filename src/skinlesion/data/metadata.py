@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import SkinlesionError
 from ..labels import BINARY_LABEL, DX_CODES
 from .images import ImageDecodeError, load_rgb
 
@@ -16,7 +17,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("dx_type", "age", "sex", "localization")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
 
-class DataError(ValueError):
+class DataError(SkinlesionError, ValueError):
     """The dataset is unusable as given; the message names the file, rows and the remedy."""
 
 

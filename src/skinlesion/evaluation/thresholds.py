@@ -5,12 +5,13 @@ import math
 
 import numpy as np
 
+from ..errors import SkinlesionError
 from .metrics import threshold_metrics
 
 OPERATING_SENSITIVITIES = (0.80, 0.85, 0.90, 0.95)
 
 
-class ThresholdError(ValueError):
+class ThresholdError(SkinlesionError, ValueError):
     """Thresholds cannot be tuned on these labels (e.g. no positives)."""
 
 

@@ -8,12 +8,13 @@ import numpy as np
 import torch
 
 from .. import atomic
+from ..errors import SkinlesionError
 from .bundle import load_bundle
 
 PARITY_TOLERANCE = 1e-4
 
 
-class ParityError(RuntimeError):
+class ParityError(SkinlesionError, RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance."""
 
 

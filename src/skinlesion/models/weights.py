@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import SkinlesionError
 from .registry import BackboneSpec
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(SkinlesionError, RuntimeError):
     """Pretrained weights could not be obtained; the message names the model and the remedy."""
 
 
