@@ -191,3 +191,16 @@ def load_split(run_dir: str | Path) -> pd.DataFrame:
             raise DataError(f"{path} no longer matches the lesion hash in {json_path} (edited by hand?). "
                             "Remedy: re-create both with `skinlesion prepare`.")
     return split
+
+
+def attach_paths(split: pd.DataFrame, root: str | Path, source: str = "split.csv") -> pd.DataFrame:
+    """A copy of ``split`` with each image's file ``path`` below ``root``; every image must be found."""
+    from .metadata import find_images
+    images = find_images(root)
+    out = split.copy()
+    out["path"] = out["image_id"].map(lambda i: str(images[i]) if i in images else None)
+    missing = out.loc[out["path"].isna(), "image_id"].tolist()
+    if missing:
+        raise DataError(f"{len(missing)} image(s) of {source} are not below {root}: {', '.join(missing[:10])}. "
+                        "Remedy: pass the --data folder the split was made from.")
+    return out

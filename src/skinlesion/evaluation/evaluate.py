@@ -12,8 +12,8 @@ import pandas as pd
 
 from .. import atomic
 from ..data.cache import CachedImages, build_cache
-from ..data.metadata import DataError, find_images, load_dataset, read_metadata
-from ..data.split import load_split
+from ..data.metadata import DataError, load_dataset, read_metadata
+from ..data.split import attach_paths, load_split
 from ..inference.bundle import Bundle, load_bundle, update_config
 from ..inference.predictor import Predictor
 from ..labels import label_for
@@ -76,12 +76,11 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     bundle = load_bundle(run_dir / "bundle")
     split = load_split(run_dir)
     info = json.loads((run_dir / "split.json").read_text(encoding="utf-8")).get("dataset", {})
-    images = find_images(info["root"])
-    split["path"] = split["image_id"].map(lambda i: str(images.get(i, "")))
-    missing = split.loc[split["path"] == "", "image_id"].tolist()
-    if missing:
-        raise DataError(f"{len(missing)} image(s) of the split are no longer below {info['root']}: {', '.join(missing[:10])}")
+    split = attach_paths(split, info["root"], str(run_dir / "split.csv"))
     workers = _workers(num_workers)
+    if cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
+        from ..config import load_config
+        cache_dir = load_config(run_dir / "config.yaml").train.cache_dir
     preds = predict_split(bundle, split, split_name, tta, batch_size, workers, cache_dir, progress)
     val_preds = None
     if calibrate:

@@ -18,8 +18,8 @@ import torch
 from .. import atomic
 from ..config import RunConfig, save_config
 from ..data.cache import CachedImages, build_cache
-from ..data.metadata import DataError, find_images
-from ..data.split import load_split, use_fold
+from ..data.metadata import DataError
+from ..data.split import attach_paths, load_split, use_fold
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, save_bundle
@@ -63,13 +63,7 @@ def _split_with_paths(cfg: RunConfig, run_dir: Path, progress: bool, echo) -> tu
     root = cfg.data.root or summary.get("dataset", {}).get("root")
     if not root:
         raise DataError("no data folder: pass --data DIR")
-    images = find_images(root)
-    split["path"] = split["image_id"].map(lambda i: str(images[i]) if i in images else None)
-    missing = split.loc[split["path"].isna(), "image_id"].tolist()
-    if missing:
-        raise DataError(f"{len(missing)} image(s) of {run_dir / 'split.csv'} are not below {root}: "
-                        f"{', '.join(missing[:10])}. Remedy: pass the --data folder the split was made from.")
-    return split, summary
+    return attach_paths(split, root, str(run_dir / "split.csv")), summary
 
 
 def auto_image_size(default: int, paths: list[str], sample: int = 64) -> int:
