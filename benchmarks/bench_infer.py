@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--arch", default="efficientnet_lite0")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--data", default=str(SHARED / "ham10000-fullres-sample"))
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=50, help="single-image latency samples")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -67,11 +67,11 @@ def main() -> None:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     pre = predictor.bundle.preprocessing
     x = torch.stack([pre.eval_transform()(pre.load(p)) for p in paths[: args.batch_size]])
-    model = predictor.model.eval()
+    model = predictor.model.eval()  # channels_last, as the Predictor runs it
 
     def eager(batch):
-        with torch.no_grad():
-            return model(batch)
+        with torch.inference_mode():
+            return model(batch.contiguous(memory_format=torch.channels_last))
 
     def onnx(batch):
         return session.run(["logits"], {"image": batch.numpy()})

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders (recursive) or .csv lists of paths")
     p.add_argument("--out", metavar="CSV", help="write predictions here (default: print them)")
     p.add_argument("--tta", action="store_true", help="average over flips and a rotation")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
     p.add_argument("--num-workers", type=int, default=0, help="decoding workers (default: 0)")
     p.set_defaults(func=cmd_predict)
 
