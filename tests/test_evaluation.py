@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_dataset
 from skinlesion.cli import main
 from skinlesion.data.metadata import DataError
 from skinlesion.evaluation.compare import compare_runs

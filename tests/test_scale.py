@@ -1,9 +1,7 @@
 """Device-side batch augmentation, cached frozen features and the phase-1 no_grad path."""
 import dataclasses
 
-import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from skinlesion.data.batch_augment import BatchAugment

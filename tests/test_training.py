@@ -129,3 +129,23 @@ def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_pa
     assert hb["epoch"].tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(ha["val_roc_auc"], hb["val_roc_auc"], atol=1e-6)
     np.testing.assert_allclose(ha["lr"], hb["lr"])
+
+
+def test_seven_class_single_phase_balanced_sampler_and_a_fold(demo_data, tmp_path, capsys):
+    from skinlesion.cli import main
+    from skinlesion.evaluation.evaluate import evaluate_run
+    assert main(["prepare", "--data", str(demo_data), "--out", str(tmp_path / "run"), "--folds", "3", "--quiet"]) == 0
+    cfg = tiny_cfg(demo_data, tmp_path, task="7class", phases=1, epochs=1, balanced_sampler=True, fold=1)
+    result = train(cfg, tmp_path / "run", progress=False)
+    out = capsys.readouterr().out
+    assert "balanced sampler (no loss weight)" in out and "training the last 4 of 4" in out
+    preds = pd.read_csv(tmp_path / "run/val_predictions.csv")
+    split = pd.read_csv(tmp_path / "run/split.csv")
+    assert set(preds["image_id"]) == set(split.loc[split["fold"] == 1, "image_id"])  # fold 1 validated
+    dx_cols = [f"p_{d}" for d in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")]
+    assert np.allclose(preds[dx_cols].sum(1), 1.0, atol=1e-5)
+    assert np.allclose(preds["probability"], preds[["p_akiec", "p_bcc", "p_mel"]].sum(1), atol=1e-5)
+    assert json.loads((tmp_path / "run/bundle/config.json").read_text())["class_names"][4] == "mel"
+    assert 0 <= result.val_metrics["roc_auc"] <= 1
+    m = evaluate_run(tmp_path / "run", n_boot=20, num_workers=0, progress=False, tta=True).metrics
+    assert m["tta"] is True and m["task"] == "7class" and m["n_images"] == int((split["split"] == "test").sum())

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import atomic
 from ..data.cache import CachedImages, build_cache
 from ..data.metadata import DataError, load_dataset, read_metadata
 from ..data.split import attach_paths, load_split
 from ..inference.bundle import Bundle, load_bundle, update_config
-from ..inference.predictor import Predictor
+from ..inference.predictor import Predictor, forward_probs, probability_columns
 from ..labels import label_for
 from . import plots
 from .calibration import apply_temperature, fit_temperature
@@ -45,10 +46,23 @@ def _with_metadata(preds: pd.DataFrame, metadata_path: str | None) -> pd.DataFra
     return preds.merge(meta[["image_id", *cols]], on="image_id", how="left") if cols else preds
 
 
+def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, batch_size: int, workers: int,
+                  tta: bool = False) -> pd.DataFrame:
+    """Eval-mode predictions on cached images: image_id, lesion_id, dx, label, probability (+ p_<dx>)."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    device = next(model.parameters()).device
+    probs, classes = zip(*[forward_probs(model, x.to(device), task, tta) for x, _, _ in loader])
+    out = rows.loc[:, ["image_id", "lesion_id", "dx", "label"]].reset_index(drop=True)
+    out["probability"] = torch.cat(probs).cpu().numpy()
+    for k, v in probability_columns(task, torch.cat(classes).cpu().numpy()).items():
+        out[k] = v
+    return out
+
+
 def predict_split(bundle: Bundle, split: pd.DataFrame, which: str, tta: bool, batch_size: int, workers: int,
                   cache_dir: str | None, progress: bool) -> pd.DataFrame:
     """Predictions for the rows of split ``which`` from the run's decoded-image cache."""
-    from ..training.fit import predict_frame
     rows_idx = np.flatnonzero(split["split"].to_numpy() == which)
     if not len(rows_idx):
         raise DataError(f"the split has no '{which}' images; choose --split train, val or test")

@@ -1,7 +1,6 @@
 """ONNX export with a dynamic batch axis, checked against PyTorch with onnxruntime."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from ..data.images import ImageDecodeError, _to_rgb
-from ..labels import DX_CODES
-from ..models.classifier import class_probabilities, malignant_probability
+from ..labels import DX_CODES, MALIGNANT_CLASS_INDICES
+from ..models.classifier import class_probabilities
 from .bundle import Bundle, load_bundle
 
 TTA_VIEWS = ("identity", "hflip", "vflip", "rot90")
@@ -31,7 +31,6 @@ def forward_probs(model, x: torch.Tensor, task: str, tta: bool = False) -> tuple
     classes = torch.stack([class_probabilities(model(v), task) for v in views]).mean(0)
     if task == "binary":
         return classes[:, 1], classes
-    from ..labels import MALIGNANT_CLASS_INDICES
     return classes[:, list(MALIGNANT_CLASS_INDICES)].sum(1), classes
 
 

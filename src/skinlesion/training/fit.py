@@ -17,13 +17,13 @@ import torch
 
 from .. import atomic
 from ..config import RunConfig, save_config
-from ..data.cache import CachedImages, build_cache
+from ..data.cache import build_cache
 from ..data.metadata import DataError
 from ..data.split import attach_paths, load_split, use_fold
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, save_bundle
-from ..inference.predictor import forward_probs, probability_columns
+from ..inference.predictor import probability_columns
 from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
 from .history import HistoryRecorder, plot_history, read_history
@@ -270,17 +270,3 @@ class _EpochReseed(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         torch.manual_seed(self.seed * 7 + self.phase * 100_003 + trainer.current_epoch)
-
-
-def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, batch_size: int, workers: int,
-                  tta: bool = False) -> pd.DataFrame:
-    """Eval-mode predictions on cached images: image_id, lesion_id, dx, label, probability (+ p_<dx>)."""
-    model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    device = next(model.parameters()).device
-    probs, classes = zip(*[forward_probs(model, x.to(device), task, tta) for x, _, _ in loader])
-    out = rows.loc[:, ["image_id", "lesion_id", "dx", "label"]].reset_index(drop=True)
-    out["probability"] = torch.cat(probs).cpu().numpy()
-    for k, v in probability_columns(task, torch.cat(classes).cpu().numpy()).items():
-        out[k] = v
-    return out
