@@ -14,6 +14,13 @@ from .images import image_size
 
 AGE_BANDS = (0, 30, 50, 70, 200)
 AGE_BAND_NAMES = ("<30", "30-49", "50-69", ">=70")
+AGE_BAND_ORDER = (*AGE_BAND_NAMES, "unknown")
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    """Age in years -> '<30', '30-49', '50-69', '>=70' or 'unknown' (strings)."""
+    band = pd.cut(pd.to_numeric(age, errors="coerce"), AGE_BANDS, right=False, labels=AGE_BAND_NAMES)
+    return band.astype(str).replace("nan", "unknown")
 
 
 def _bar_by_class(ax, table: pd.DataFrame, title: str) -> None:
@@ -21,6 +28,8 @@ def _bar_by_class(ax, table: pd.DataFrame, title: str) -> None:
     ax.set_title(title)
     ax.set_ylabel("images")
     ax.tick_params(axis="x", labelrotation=45)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
 
 
 def summary_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -35,8 +44,8 @@ def summary_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     if "sex" in frame:
         tables["sex by class"] = pd.crosstab(frame["sex"].fillna("unknown"), cls)
     if "age" in frame:
-        band = pd.cut(pd.to_numeric(frame["age"], errors="coerce"), AGE_BANDS, right=False, labels=AGE_BAND_NAMES)
-        tables["age band by class"] = pd.crosstab(band.astype(str).replace("nan", "unknown"), cls)
+        table = pd.crosstab(age_band(frame["age"]), cls)
+        tables["age band by class"] = table.reindex([b for b in AGE_BAND_ORDER if b in table.index])
     if "localization" in frame:
         tables["localization by class"] = pd.crosstab(frame["localization"].fillna("unknown"), cls)
     return tables

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data.explore import AGE_BAND_NAMES, AGE_BANDS
+from ..data.explore import AGE_BAND_ORDER, age_band
 from ..labels import DX_CODES
 from .bootstrap import Estimate, bootstrap
 from .calibration import apply_temperature
@@ -19,10 +19,7 @@ def _estimates(est: dict[str, Estimate]) -> dict[str, dict]:
 
 def with_age_band(frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``age_band`` (<30, 30-49, 50-69, >=70, unknown) when an ``age`` column exists."""
-    if "age" in frame:
-        band = pd.cut(pd.to_numeric(frame["age"], errors="coerce"), AGE_BANDS, right=False, labels=AGE_BAND_NAMES)
-        frame = frame.assign(age_band=band.astype(str).replace("nan", "unknown"))
-    return frame
+    return frame.assign(age_band=age_band(frame["age"])) if "age" in frame else frame
 
 
 def headline(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> dict:
@@ -61,8 +58,8 @@ def subgroups(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> 
             continue
         rows = []
         groups = frame.groupby(frame[col].fillna("unknown").astype(str), sort=True)
-        order = (list(AGE_BAND_NAMES) + ["unknown"]) if col == "age_band" else None
-        for value, part in sorted(groups, key=lambda g: order.index(g[0]) if order and g[0] in order else 0):
+        order = AGE_BAND_ORDER if col == "age_band" else ()
+        for value, part in sorted(groups, key=lambda g: order.index(g[0]) if g[0] in order else 0):
             y, p = part["label"].to_numpy(), part["probability"].to_numpy()
 
             def fn(idx, y=y, p=p):
