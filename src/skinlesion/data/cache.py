@@ -13,6 +13,11 @@ from .transforms import Preprocessing
 CACHE_VERSION = 2  # 2: full JPEG decode (no draft mode)
 
 
+def default_num_workers(value: int | None = None) -> int:
+    """``value``, or min(4, half the CPU cores) DataLoader workers when it is None."""
+    return value if value is not None else min(4, (os.cpu_count() or 2) // 2)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("SKINLESION_CACHE_DIR", Path.home() / ".cache" / "skinlesion"))
 

@@ -3,7 +3,6 @@ plot, report.html and model_card.md."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +11,11 @@ import pandas as pd
 import torch
 
 from .. import atomic
-from ..data.cache import CachedImages, build_cache
+from ..data.cache import CachedImages, build_cache, default_num_workers
 from ..data.metadata import DataError, load_dataset, read_metadata
 from ..data.split import attach_paths, load_split
 from ..inference.bundle import Bundle, load_bundle, update_config
-from ..inference.predictor import Predictor, forward_probs, probability_columns
+from ..inference.predictor import Predictor, forward_probs, prediction_frame
 from ..labels import label_for
 from . import plots
 from .calibration import apply_temperature, fit_temperature
@@ -31,10 +30,6 @@ class EvalResult:
     metrics: dict
     report: Path
     model_card: Path
-
-
-def _workers(n: int | None) -> int:
-    return n if n is not None else min(4, (os.cpu_count() or 2) // 2)
 
 
 def _with_metadata(preds: pd.DataFrame, metadata_path: str | None) -> pd.DataFrame:
@@ -53,11 +48,7 @@ def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, b
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     device = next(model.parameters()).device
     probs, classes = zip(*[forward_probs(model, x.to(device), task, tta) for x, _, _ in loader])
-    out = rows.loc[:, ["image_id", "lesion_id", "dx", "label"]].reset_index(drop=True)
-    out["probability"] = torch.cat(probs).cpu().numpy()
-    for k, v in probability_columns(task, torch.cat(classes).cpu().numpy()).items():
-        out[k] = v
-    return out
+    return prediction_frame(rows, torch.cat(probs).cpu().numpy(), torch.cat(classes).cpu().numpy(), task)
 
 
 def predict_split(bundle: Bundle, split: pd.DataFrame, which: str, tta: bool, batch_size: int, workers: int,
@@ -91,7 +82,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     split = load_split(run_dir)
     info = json.loads((run_dir / "split.json").read_text(encoding="utf-8")).get("dataset", {})
     split = attach_paths(split, info["root"], str(run_dir / "split.csv"))
-    workers = _workers(num_workers)
+    workers = default_num_workers(num_workers)
     if cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
         from ..config import load_config
         cache_dir = load_config(run_dir / "config.yaml").train.cache_dir
@@ -117,7 +108,7 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
     bundle = load_bundle(bundle_dir)
     ds = load_dataset(data, metadata, allow_missing, verify=False, progress=progress)
     predictor = Predictor(bundle, batch_size=batch_size, tta=tta, calibrated=False)
-    out = predictor.predict_paths(ds.frame["path"].tolist(), _workers(num_workers), progress)
+    out = predictor.predict_paths(ds.frame["path"].tolist(), default_num_workers(num_workers), progress)
     failed = out[out["error"] != ""]
     if len(failed):
         raise DataError(f"{len(failed)} image(s) could not be decoded: " + "; ".join(failed["error"].head(5))

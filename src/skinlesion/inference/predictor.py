@@ -39,6 +39,15 @@ def probability_columns(task: str, classes: np.ndarray) -> dict[str, np.ndarray]
     return {f"p_{dx}": classes[:, j] for j, dx in enumerate(DX_CODES)} if task == "7class" else {}
 
 
+def prediction_frame(rows: pd.DataFrame, prob: np.ndarray, classes: np.ndarray, task: str) -> pd.DataFrame:
+    """image_id, lesion_id, dx, label of ``rows`` with p(malignant) and, for 7 classes, p_<dx>."""
+    out = rows.loc[:, ["image_id", "lesion_id", "dx", "label"]].reset_index(drop=True)
+    out["probability"] = prob
+    for k, v in probability_columns(task, classes).items():
+        out[k] = v
+    return out
+
+
 class Predictor:
     """``Predictor.from_bundle(path).predict(images)``: the bundle's preprocessing, batched, optional TTA."""
 

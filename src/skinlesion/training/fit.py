@@ -17,17 +17,17 @@ import torch
 
 from .. import atomic
 from ..config import RunConfig, save_config
-from ..data.cache import build_cache
+from ..data.cache import build_cache, default_num_workers
 from ..data.metadata import DataError
 from ..data.split import attach_paths, load_split, use_fold
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, save_bundle
-from ..inference.predictor import probability_columns
+from ..inference.predictor import prediction_frame
 from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
 from .history import HistoryRecorder, plot_history, read_history
-from .loaders import build_data, cache_features, num_workers
+from .loaders import build_data, cache_features
 from .module import LesionModule
 
 
@@ -164,7 +164,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if _rank() == 0:
         save_config(cfg, run_dir)
 
-    workers = num_workers(t.num_workers)
+    workers = default_num_workers(t.num_workers)
     cache = build_cache(split["path"].tolist(), pre, t.cache_dir, num_workers=workers, progress=progress)
     gpu_augment = t.gpu_augment if t.gpu_augment is not None else _accelerator_is_cuda(t)
     data = build_data(split, cache, pre, t, gpu_augment)
@@ -191,34 +191,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         state = _phase_state(ckpt_dir)
         if state.get("complete"):
             echo(f"phase {phase}: already complete ({state['epochs']} epochs), skipping")
-            _load_weights(module, Path(state["best_path"]))
-            offset += state["epochs"]
-            best = state if best is None or state["best_score"] > best["best_score"] else best
-            continue
-        last = ckpt_dir / "last.ckpt"
-        ckpt_path = str(last) if resume and last.is_file() else None
-        use_features = not trainable and t.cache_features > 0
-        echo(f"phase {phase}: {epochs} epoch(s) at lr {lr:g}, "
-             + ("backbone frozen (no_grad" + (f", {t.cache_features} cached feature view(s))" if use_features else ")")
-                if not trainable else f"training the last {unfreeze} of {n_groups} backbone groups ({len(trainable)} tensors)")
-             + (f", resuming from {last}" if ckpt_path else ""))
-        trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress)
-        seed = t.seed + 1000 * phase
-        if use_features:
-            device = torch.device("cuda" if _accelerator_is_cuda(t) else "cpu")
-            train_ds, val_ds = cache_features(model, data, t.cache_features, device, echo)
-            train_loader, val_loader = data.train_loader(seed, train_ds), data.loader(val_ds)
         else:
-            train_loader, val_loader = data.train_loader(seed), data.loader(data.val)
-        _quietly(trainer.fit, module, train_loader, val_loader, ckpt_path=ckpt_path)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        best_path = Path(checkpoint.best_model_path)
-        state = {"complete": True, "epochs": trainer.current_epoch, "best_path": str(best_path),
-                 "best_score": float(checkpoint.best_model_score), "phase": phase}
-        if trainer.is_global_zero:
-            atomic.write_json(ckpt_dir / "phase.json", state)
-        _load_weights(module, best_path)  # the next phase starts from this phase's best weights
+            trainer, state = _run_phase(t, data, model, module, run_dir, phase, epochs, lr, unfreeze, n_groups,
+                                        trainable, offset, resume, progress, echo)
+        _load_weights(module, Path(state["best_path"]))  # the next phase starts from this phase's best weights
         offset += state["epochs"]
         best = state if best is None or state["best_score"] > best["best_score"] else best
 
@@ -245,16 +221,42 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                        time.perf_counter() - t_start, ips)
 
 
+def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, lr: float, unfreeze: int,
+               n_groups: int, trainable: list[str], offset: int, resume: bool, progress: bool, echo):
+    """Fit one phase (from its last.ckpt with ``resume``); write phase.json; return (trainer, state)."""
+    ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
+    last = ckpt_dir / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    use_features = not trainable and t.cache_features > 0
+    echo(f"phase {phase}: {epochs} epoch(s) at lr {lr:g}, "
+         + ("backbone frozen (no_grad" + (f", {t.cache_features} cached feature view(s))" if use_features else ")")
+            if not trainable else f"training the last {unfreeze} of {n_groups} backbone groups ({len(trainable)} tensors)")
+         + (f", resuming from {last}" if ckpt_path else ""))
+    trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress)
+    seed = t.seed + 1000 * phase
+    if use_features:
+        device = torch.device("cuda" if _accelerator_is_cuda(t) else "cpu")
+        train_ds, val_ds = cache_features(model, data, t.cache_features, device, echo)
+        train_loader, val_loader = data.train_loader(seed, train_ds), data.loader(val_ds)
+    else:
+        train_loader, val_loader = data.train_loader(seed), data.loader(data.val)
+    _quietly(trainer.fit, module, train_loader, val_loader, ckpt_path=ckpt_path)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    best_path = Path(checkpoint.best_model_path)
+    state = {"complete": True, "epochs": trainer.current_epoch, "best_path": str(best_path),
+             "best_score": float(checkpoint.best_model_score), "phase": phase}
+    if trainer.is_global_zero:
+        atomic.write_json(ckpt_dir / "phase.json", state)
+    return trainer, state
+
+
 def _val_frame(gathered: dict, rows: pd.DataFrame, task: str) -> pd.DataFrame:
     """val_predictions.csv from the gathered validation outputs (one row per val image, split order)."""
     if len(gathered.get("index", [])) != len(rows):
         raise RuntimeError(f"gathered {len(gathered.get('index', []))} validation predictions for {len(rows)} images")
     order = np.argsort(gathered["index"])
-    out = rows.loc[:, ["image_id", "lesion_id", "dx", "label"]].reset_index(drop=True)
-    out["probability"] = gathered["probability"][order]
-    for k, v in probability_columns(task, gathered["classes"][order]).items():
-        out[k] = v
-    return out
+    return prediction_frame(rows, gathered["probability"][order], gathered["classes"][order], task)
 
 
 def _devices(value: str):

@@ -2,21 +2,16 @@
 precomputed backbone features for the frozen phase (``--cache-features K``)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..data.batch_augment import BatchAugment
-from ..data.cache import CachedImages, EpochSampler
+from ..data.cache import CachedImages, EpochSampler, default_num_workers
 from ..data.transforms import Preprocessing
 from ..labels import DX_CODES, label_for
 from .module import class_weights
-
-
-def num_workers(value: int | None) -> int:
-    return value if value is not None else min(4, (os.cpu_count() or 2) // 2)
 
 
 def _identity(x):
@@ -69,7 +64,7 @@ def build_data(split, cache, pre: Preprocessing, t, gpu_augment: bool) -> TrainD
                             seed=t.seed)
     val_ds = CachedImages(cache, val_idx, targets[val_idx], pre.eval_transform())
     return TrainData(train_ds, val_ds, train_idx, val_idx, loss_weight, sample_w, augment,
-                     num_workers(t.num_workers), t.batch_size, summary)
+                     default_num_workers(t.num_workers), t.batch_size, summary)
 
 
 class FeatureViews(torch.utils.data.Dataset):
