@@ -12,6 +12,7 @@ from skinlesion.evaluation.compare import compare_runs
 from skinlesion.evaluation.evaluate import evaluate_external, evaluate_run
 from skinlesion.evaluation.summary import summarize
 from skinlesion.evaluation.tune import tune_threshold
+from skinlesion.inference.bundle import BundleError
 from skinlesion.training.fit import train
 from test_training import tiny_cfg
 
@@ -70,18 +71,37 @@ def test_evaluate_run_writes_metrics_report_and_card(trained_run):
     assert bundle["calibration"]["temperature"] == m["calibration"]["temperature"]
 
 
+def _held_out_metadata(run, demo_data, path):
+    """The demo metadata restricted to the run's test images: data the model never saw."""
+    split = pd.read_csv(run / "split.csv", dtype=str)
+    meta = pd.read_csv(demo_data / "HAM10000_metadata.csv", dtype=str)
+    meta[meta["image_id"].isin(split.loc[split["split"] == "test", "image_id"])].to_csv(path, index=False)
+    return path
+
+
 def test_evaluate_external_dataset_with_a_bundle(trained_run, demo_data, tmp_path, capsys):
+    meta = _held_out_metadata(trained_run, demo_data, tmp_path / "held_out.csv")
+    n = len(pd.read_csv(meta))
+    code = main(["evaluate", "--model", str(trained_run / "bundle"), "--data", str(demo_data), "--metadata", str(meta),
+                 "--out", str(tmp_path / "ext"), "--bootstrap", "50", "--num-workers", "0", "--quiet"])
+    assert code == 0
+    assert f"external ({n} images" in capsys.readouterr().out
+    m = json.loads((tmp_path / "ext/metrics.json").read_text())
+    assert m["n_images"] == n and (tmp_path / "ext/report.html").is_file() and (tmp_path / "ext/model_card.md").is_file()
+
+
+def test_external_evaluation_refuses_the_models_own_training_images(trained_run, demo_data, tmp_path, capsys):
     code = main(["evaluate", "--model", str(trained_run / "bundle"), "--data", str(demo_data), "--out",
                  str(tmp_path / "ext"), "--bootstrap", "50", "--num-workers", "0", "--quiet"])
-    assert code == 0
-    assert "external (120 images" in capsys.readouterr().out
-    m = json.loads((tmp_path / "ext/metrics.json").read_text())
-    assert m["n_images"] == 120 and (tmp_path / "ext/report.html").is_file() and (tmp_path / "ext/model_card.md").is_file()
+    err = capsys.readouterr().err
+    assert code == 2 and "were used to train or select this model" in err and "Traceback" not in err
+    assert not (tmp_path / "ext").exists()
 
 
 def test_external_data_errors_are_clear(trained_run, demo_data, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(demo_data, bad)
+    _held_out_metadata(trained_run, demo_data, bad / "HAM10000_metadata.csv")
     meta = pd.read_csv(bad / "HAM10000_metadata.csv")
     meta.loc[3, "dx"] = "scc"
     meta.to_csv(bad / "HAM10000_metadata.csv", index=False)
@@ -93,7 +113,7 @@ def test_external_data_errors_are_clear(trained_run, demo_data, tmp_path):
     with pytest.raises(DataError, match=f"{meta.loc[5, 'image_id']}.*--allow-missing"):
         evaluate_external(trained_run / "bundle", bad, tmp_path / "o2", n_boot=10, num_workers=0, progress=False)
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
-    with pytest.raises(FileNotFoundError, match="not a model bundle"):
+    with pytest.raises(BundleError, match="not a model bundle"):
         evaluate_external(tmp_path, demo_data, tmp_path / "o3", n_boot=10, progress=False)
 
 
@@ -103,11 +123,13 @@ def test_compare_two_runs_on_the_same_images(trained_run, tmp_path, capsys):
     preds = pd.read_csv(other / "test_predictions.csv")
     preds["probability"] = np.random.default_rng(0).random(len(preds))  # an uninformative model
     preds.to_csv(other / "test_predictions.csv", index=False)
+    result = compare_runs([trained_run, other], n_boot=200)
+    assert 0 < result["paired_roc_auc"][0]["p_value"] <= 1  # never 0: bounded below by 2 / (B + 1)
     assert main(["compare", str(trained_run), str(other), "--bootstrap", "200"]) == 0
     out = capsys.readouterr().out
     assert "paired bootstrap p =" in out and str(other) in out
-    result = compare_runs([trained_run, trained_run], n_boot=50)
-    assert result["paired_roc_auc"][0]["difference"] == 0 and result["paired_roc_auc"][0]["p_value"] == 1.0
+    with pytest.raises(DataError, match="listed twice"):
+        compare_runs([trained_run, trained_run], n_boot=50)
 
 
 def test_summary_per_dx_counts_and_one_class_error():
@@ -117,5 +139,5 @@ def test_summary_per_dx_counts_and_one_class_error():
     per = {r["dx"]: r for r in s["per_dx"]}
     assert per["mel"]["called_malignant"]["value"] == 1.0 and per["bcc"]["called_malignant"]["value"] == 0.0
     assert per["nv"]["called_malignant"]["value"] == 0.5 and per["nv"]["n"] == 2
-    with pytest.raises(ValueError, match="only one class"):
-        summarize(frame.assign(label=0), 0.5, "test", n_boot=5)
+    with pytest.raises(ValueError, match="all benign"):
+        summarize(frame.assign(label=0), 0.5, "test", n_boot=10)

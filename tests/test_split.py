@@ -116,8 +116,26 @@ def test_hand_edited_split_is_detected_by_hash(frame, tmp_path):
     lesion = edited.loc[first_val[0], "lesion_id"]
     edited.loc[edited["lesion_id"] == lesion, "split"] = "train"
     edited.to_csv(tmp_path / "split.csv", index=False)
-    with pytest.raises(DataError, match="no longer matches the lesion hash"):
+    with pytest.raises(DataError, match="no longer matches the fingerprint"):
         load_split(tmp_path)
+
+
+def test_hand_edits_that_keep_the_lesion_sets_are_caught_too(frame, tmp_path):
+    """Dropping one image of a lesion or flipping a label keeps every lesion where it was, so only the
+    row-level fingerprint (and the label/dx check) can see them."""
+    split = make_split(frame, seed=1)
+    write_split(split, summarize(split, 1, (0.7, 0.15, 0.15)), tmp_path)
+    multi = split.groupby("lesion_id")["image_id"].transform("size") > 1
+    split.drop(index=split.index[multi][0]).to_csv(tmp_path / "split.csv", index=False)
+    with pytest.raises(DataError, match="no longer matches the fingerprint"):
+        load_split(tmp_path)
+    flipped = split.copy()
+    flipped.loc[flipped.index[flipped["dx"] == "nv"][0], "label"] = 1
+    flipped.to_csv(tmp_path / "split.csv", index=False)
+    with pytest.raises(DataError, match="'label' disagrees with 'dx'"):
+        load_split(tmp_path)
+    split.to_csv(tmp_path / "split.csv", index=False)
+    assert len(load_split(tmp_path)) == len(split)
 
 
 def test_summary_counts_add_up(frame):

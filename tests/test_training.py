@@ -84,7 +84,7 @@ def test_bundle_round_trip_gives_the_same_outputs(demo_data, tmp_path):
     train(tiny_cfg(demo_data, tmp_path, epochs=1), run, progress=False)
     bundle = load_bundle(run / "bundle")
     x = torch.randn(3, 3, 32, 32)
-    ckpt = json.loads((run / "checkpoints/best.json").read_text())["best_path"]
+    ckpt = run / json.loads((run / "checkpoints/best.json").read_text())["best_path"]  # relative to the run
     from skinlesion.models import build_model
     ref = build_model(get_spec("simple_cnn", 32), pretrained=False)
     ref.load_state_dict(state(ckpt))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +11,8 @@ from . import __version__
 from .config import ConfigError, field_default, load_config
 from .errors import SkinlesionError
 
-USER_ERRORS = (SkinlesionError, FileExistsError, FileNotFoundError)  # printed as "error: ...", exit status 2
+USER_ERRORS = (SkinlesionError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError)  # printed as "error: ...", exit status 2
 
 
 def _opt(parser: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) -> None:
@@ -78,6 +81,32 @@ def _num(text: str):
     return float(text) if "." in text else int(text)
 
 
+#: Checks of flags that are not config keys: (attribute, check, what it must be, a value that works).
+ARG_RULES = (
+    ("bootstrap", lambda v: 10 <= v <= 1_000_000, "a whole number from 10 to 1000000", "1000"),
+    ("batch_size", lambda v: v >= 1, "a whole number >= 1", "16"),
+    ("num_workers", lambda v: v is None or v >= 0, "a whole number >= 0", "0"),
+    ("allow_missing", lambda v: math.isfinite(v) and 0 <= v < 1, "a fraction in [0, 1)", "0.01"),
+    ("max_upload_mb", lambda v: math.isfinite(v) and 0 < v <= 1024, "a size in MB in (0, 1024]", "10"),
+    ("port", lambda v: 0 <= v <= 65535, "a TCP port 0-65535", "8000"),
+)
+
+
+def check_fraction(flag: str, value: float) -> None:
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise ConfigError(f"{flag} must be a fraction in (0, 1], got {value!r}. Remedy: {flag} 0.9")
+
+
+def check_args(args) -> None:
+    """Validate the plain (non-config) flags before any stage runs."""
+    for name, check, what, remedy in ARG_RULES:
+        if name in vars(args) and "." not in name and not check(getattr(args, name)):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be {what}, got {getattr(args, name)!r}. Remedy: {flag} {remedy}")
+    if "target_sensitivity" in vars(args):
+        check_fraction("--target-sensitivity", args.target_sensitivity)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skinlesion", description=(
         "Train, evaluate and serve dermoscopic skin-lesion classifiers (HAM10000). "
@@ -117,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("tune-threshold", "choose the decision threshold on validation probabilities (writes threshold.json, updates the bundle)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--target-sensitivity", type=float, default=0.90, help="minimum validation sensitivity (default: 0.90)")
+    p.add_argument("--tta", action="store_true", help="tune on TTA predictions (for `predict/evaluate --tta`)")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (with --tta)")
     p.set_defaults(func=cmd_tune)
 
     p = verb("evaluate", "metrics with lesion-bootstrap CIs, plots, report.html and model_card.md")
@@ -218,13 +249,17 @@ def print_train_result(result) -> None:
 
 def cmd_train(args, cfg) -> int:
     from .training.fit import train
-    print_train_result(train(cfg, args.out, resume=args.resume, progress=not args.quiet))
+    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if result is None:  # a DDP rank other than 0: rank 0 reports and writes the run's artifacts
+        return 0
+    print_train_result(result)
     return 0
 
 
 def cmd_tune(args, cfg) -> int:
     from .evaluation.tune import format_result, tune_threshold
-    print(format_result(tune_threshold(args.run_dir, args.target_sensitivity)))
+    print(format_result(tune_threshold(args.run_dir, args.target_sensitivity, args.tta, args.num_workers,
+                                       progress=not args.quiet)))
     print(f"wrote {Path(args.run_dir) / 'threshold.json'}; bundle threshold updated")
     return 0
 
@@ -256,7 +291,11 @@ def cmd_run(args, cfg) -> int:
     from .evaluation.evaluate import evaluate_run, format_headline
     from .evaluation.tune import format_result, tune_threshold
     from .training.fit import train
-    print_train_result(train(cfg, args.out, resume=args.resume, progress=not args.quiet))
+    check_fraction("--target-sensitivity", args.target_sensitivity)
+    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if result is None:  # a DDP rank other than 0: only rank 0 tunes and evaluates
+        return 0
+    print_train_result(result)
     print(format_result(tune_threshold(args.out, args.target_sensitivity)))
     result = evaluate_run(args.out, progress=not args.quiet)
     print(format_headline(result.metrics))
@@ -309,23 +348,41 @@ def cmd_demo(args, cfg) -> int:
     return 0
 
 
+def _resume_base(args) -> str | None:
+    """With --resume, the run's saved config.yaml is the base layer (flags still override it)."""
+    if getattr(args, "resume", False) and getattr(args, "out", None):
+        saved = Path(args.out) / "config.yaml"
+        return str(saved) if saved.is_file() else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if "." in k}
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, base=_resume_base(args)).validate()
+        check_args(args)
         return args.func(args, cfg)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (nothing half-written is kept; `--resume` continues a training run)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except MemoryError:
+        print("error: out of memory. Remedy: lower --batch-size or --image-size, or use fewer --num-workers.",
+              file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug, not a user error: one line, and the traceback on request
+        if os.environ.get("SKINLESION_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+              "Remedy: run again with SKINLESION_DEBUG=1 to see the traceback and report it.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

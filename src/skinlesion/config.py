@@ -6,6 +6,7 @@ written to the run directory as ``config.yaml`` so every run can be reproduced f
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -93,6 +94,51 @@ class TrainConfig:
     limit_train_batches: float | None = None  # for smoke tests: fraction or count of batches per epoch
 
 
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and v >= 1
+
+
+def _finite(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
+    def ok(v) -> bool:
+        return (isinstance(v, (int, float)) and math.isfinite(v) and (v > lo if lo_open else v >= lo)
+                and (v < hi if hi_open else v <= hi))
+    return ok
+
+
+#: (dotted key, check, what it must be, a value that works) — checked before a stage writes anything.
+RULES: tuple[tuple[str, Any, str, str], ...] = (
+    ("data.allow_missing", _finite(0, 1, hi_open=True), "a fraction in [0, 1)", "0.01"),
+    ("train.epochs", _positive_int, "a whole number >= 1", "15"),
+    ("train.batch_size", _positive_int, "a whole number >= 1", "32"),
+    ("train.phase1_epochs", lambda v: isinstance(v, int) and v >= 0, "a whole number >= 0", "5"),
+    ("train.lr", _finite(0, 10), "a number in [0, 10]", "1e-4"),
+    ("train.phase2_lr_factor", _finite(0, 100, lo_open=True), "a number in (0, 100]", "0.1"),
+    ("train.weight_decay", _finite(0, 10), "a number in [0, 10]", "1e-4"),
+    ("train.dropout", _finite(0, 1, hi_open=True), "a probability in [0, 1)", "0.3"),
+    ("train.patience", lambda v: isinstance(v, int) and v >= 0, "a whole number >= 0", "5"),
+    ("train.lr_patience", lambda v: isinstance(v, int) and v >= 0, "a whole number >= 0", "2"),
+    ("train.image_size", lambda v: v is None or (isinstance(v, int) and 32 <= v <= 2048), "None or 32-2048 pixels", "224"),
+    ("train.num_workers", lambda v: v is None or (isinstance(v, int) and v >= 0), "a whole number >= 0", "2"),
+    ("train.num_nodes", _positive_int, "a whole number >= 1", "1"),
+    ("train.cache_features", lambda v: isinstance(v, int) and v >= 0, "a whole number >= 0", "0"),
+    ("train.fold", lambda v: v is None or (isinstance(v, int) and v >= 0), "a fold number >= 0", "0"),
+    ("train.task", lambda v: v in ("binary", "7class"), "binary or 7class", "binary"),
+    ("train.unfreeze_groups", lambda v: v is None or (isinstance(v, int) and v >= 0), "a whole number >= 0", "2"),
+    ("train.limit_train_batches", lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 0),
+     "a positive count or fraction", "1.0"),
+    ("demo.n", lambda v: isinstance(v, int) and 10 <= v <= 100_000, "a whole number from 10 to 100000", "600"),
+    ("demo.epochs", _positive_int, "a whole number >= 1", "6"),
+    ("demo.train_size", lambda v: isinstance(v, int) and 32 <= v <= 1024, "32-1024 pixels", "160"),
+)
+
+
+def check_value(dotted: str, value: Any, check, what: str, remedy: str) -> None:
+    """Raise ConfigError in the project's form when ``value`` fails ``check``."""
+    if not check(value):
+        flag = "--" + dotted.split(".", 1)[1].replace("_", "-")
+        raise ConfigError(f"{flag} (config key {dotted}) must be {what}, got {value!r}. Remedy: {flag} {remedy}")
+
+
 @dataclass
 class RunConfig:
     """Every option of a run, one section per stage."""
@@ -101,6 +147,17 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        """Check every value against :data:`RULES` (and the split's ratios/folds); return self."""
+        from .data.split import check_ratios
+        for dotted, check, what, remedy in RULES:
+            section, _, name = dotted.partition(".")
+            check_value(dotted, getattr(getattr(self, section), name), check, what, remedy)
+        check_ratios(self.split.ratios)
+        if self.split.folds is not None and self.split.folds < 2:
+            raise ConfigError(f"--folds must be at least 2, got {self.split.folds}. Remedy: --folds 5")
+        return self
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -167,16 +224,20 @@ def flatten(mapping: dict[str, Any], source: str) -> dict[str, Any]:
     return flat
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (dotted keys)."""
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                base: str | Path | None = None) -> RunConfig:
+    """Defaults, then ``base`` (a run's saved config.yaml, for --resume), then the YAML file at ``path``
+    (if any), then ``overrides`` (dotted keys)."""
     cfg = RunConfig()
-    if path is not None:
+    for path in (base, path):
+        if path is None:
+            continue
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections (data:, split:, ...)")

@@ -42,6 +42,27 @@ class _Decode(torch.utils.data.Dataset):
         return self.pre.load(self.paths[i])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_orphans(cache_dir: Path) -> list[Path]:
+    """Delete temp files of cache builds whose process is gone (killed mid-build): ``.<name>.<pid>.tmp.npy``."""
+    removed = []
+    for tmp in cache_dir.glob(".*.tmp.npy"):
+        pid = tmp.name.rsplit(".", 3)[-3]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | None = None,
                 num_workers: int = 0, progress: bool = True) -> Path:
     """Return the path of an ``(N, 3, R, R)`` uint8 ``.npy`` holding ``paths`` in order; build it if absent."""
@@ -52,6 +73,7 @@ def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | No
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
+    clean_orphans(cache_dir)
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
     R = pre.resize_size
     try:

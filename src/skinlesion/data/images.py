@@ -11,10 +11,34 @@ from ..errors import SkinlesionError
 
 #: Above this many pixels an image is refused (decompression-bomb guard); HAM10000 is 0.27 MP.
 MAX_PIXELS = 50_000_000
+#: Longer side / shorter side above this is refused: dermoscopy images are about 4:3, and resizing the
+#: shorter side of a 1 x 1,000,000 strip to the model's size would ask for tens of GB.
+MAX_ASPECT = 10.0
 
 
 class ImageDecodeError(SkinlesionError, ValueError):
-    """An image file cannot be used; the message names the file and the reason."""
+    """An image file cannot be used; the message names the file and the reason. ``kind`` is one of
+    missing, not_image, too_large, bad_shape, corrupt (the server maps it to an HTTP status)."""
+
+    def __init__(self, message: str, kind: str = "corrupt"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def check_dimensions(width: int, height: int, name, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse, from the header alone, images whose decoding or resizing would need unbounded memory."""
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"{name}: {width}x{height} has no pixels", "bad_shape")
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
+            "(decompression-bomb guard). Remedy: downscale the image first", "too_large")
+    aspect = max(width, height) / min(width, height)
+    if aspect > MAX_ASPECT:
+        raise ImageDecodeError(
+            f"{name}: {width}x{height} has an aspect ratio of {aspect:,.1f}:1, above the limit of {MAX_ASPECT:g}:1 "
+            "(not a lesion photograph; resizing it would need unbounded memory). Remedy: crop it to the lesion",
+            "bad_shape")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -46,27 +70,33 @@ def load_rgb(path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Ima
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise ImageDecodeError(
-                        f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
-                        "(decompression-bomb guard); downscale the image first")
+                check_dimensions(*img.size, path, max_pixels)
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return _to_rgb(img)
     except ImageDecodeError:
         raise
     except FileNotFoundError:
-        raise ImageDecodeError(f"{path}: file not found") from None
+        raise ImageDecodeError(f"{path}: file not found", "missing") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"{path}: is a folder, not an image file", "missing") from None
+    except PermissionError:
+        raise ImageDecodeError(f"{path}: permission denied", "missing") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(f"{path}: not an image file PIL can read (expected JPEG or PNG)") from None
+        raise ImageDecodeError(f"{path}: not an image file PIL can read (expected JPEG, PNG, BMP or TIFF)",
+                               "not_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{path}: refused as a decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{path}: truncated or corrupt image ({exc})") from None
+        raise ImageDecodeError(f"{path}: refused as a decompression bomb ({exc})", "too_large") from None
+    except MemoryError:
+        raise ImageDecodeError(f"{path}: decoding it ran out of memory", "too_large") from None
+    except Exception as exc:  # noqa: BLE001 - PIL plugins raise many types for damaged files
+        raise ImageDecodeError(f"{path}: truncated or corrupt image ({type(exc).__name__}: {exc})") from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the header only, without decoding pixels."""
-    with Image.open(path) as img:
-        return img.size
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception as exc:  # noqa: BLE001
+        raise ImageDecodeError(f"{path}: cannot read the image header ({type(exc).__name__}: {exc})") from None

@@ -8,7 +8,8 @@ import pandas as pd
 
 from ..config import ConfigError, RunConfig, save_config
 from .metadata import LoadedDataset, load_dataset
-from .split import format_table, make_split, summarize, write_split
+from .run import check_no_model
+from .split import check_both_classes, check_ratios, format_table, make_split, summarize, write_split
 
 
 @dataclass
@@ -40,8 +41,11 @@ def prepare(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> Prepa
     run_dir = Path(run_dir)
     if cfg.data.root is None:
         raise ConfigError("no data folder given: pass --data DIR (the folder with HAM10000_metadata.csv)")
+    check_ratios(cfg.split.ratios)
+    check_no_model(run_dir)
     dataset = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, progress)
     split = make_split(dataset.frame, cfg.split.seed, cfg.split.ratios, cfg.split.folds)
+    check_both_classes(split, cfg.split.ratios, source=str(dataset.metadata_path))
     summary = summarize(split, cfg.split.seed, cfg.split.ratios, cfg.split.folds)
     summary["dataset"] = {"root": str(Path(cfg.data.root).resolve()), "metadata": str(dataset.metadata_path.resolve()),
                           "usable_images": int(len(dataset.frame)), "missing_ids": dataset.missing_ids,

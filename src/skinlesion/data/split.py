@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import atomic
-from ..labels import DX_CODES
+from ..labels import BINARY_LABEL, DX_CODES
 from .metadata import DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -18,10 +19,40 @@ SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "dx", "label", "split
 
 def check_ratios(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
     """Three non-negative fractions (train, val, test) that sum to 1 with train > 0."""
-    ratios = tuple(float(r) for r in ratios)
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0:
-        raise DataError(f"--ratios must be three non-negative fractions train val test summing to 1, got {ratios}")
+    try:
+        ratios = tuple(float(r) for r in ratios)
+    except (TypeError, ValueError):
+        ratios = (math.nan,)
+    if (len(ratios) != 3 or not all(math.isfinite(r) and r >= 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6
+            or ratios[0] <= 0):
+        raise DataError(f"--ratios must be three finite, non-negative fractions TRAIN VAL TEST summing to 1 with "
+                        f"TRAIN > 0, got {ratios}. Remedy: --ratios 0.7 0.15 0.15")
     return ratios  # type: ignore[return-value]
+
+
+def check_folds(folds: int | None, n_lesions: int) -> None:
+    """``--folds K`` needs 2 <= K <= the number of lesions outside the test share."""
+    if folds is None:
+        return
+    if not 2 <= folds <= max(n_lesions, 2):
+        raise DataError(f"--folds must be between 2 and the {n_lesions} lesions outside the test share, got {folds}. "
+                        f"Remedy: --folds {min(5, max(n_lesions, 2))}")
+
+
+def check_both_classes(split: pd.DataFrame, ratios, source: str = "split") -> None:
+    """Every split (and fold) with a positive share must hold benign and malignant images: metrics,
+    checkpoint selection and thresholds are meaningless on one class."""
+    parts = [(name, split["split"] == name) for name, r in zip(SPLITS, ratios) if r > 0]
+    if "fold" in split.columns:
+        parts += [(f"fold {k}", split["fold"] == k) for k in sorted(set(split["fold"]) - {-1})]
+    for name, mask in parts:
+        labels = split.loc[mask, "label"]
+        n_mal, n_ben = int((labels == 1).sum()), int((labels == 0).sum())
+        if n_mal == 0 or n_ben == 0:
+            raise DataError(
+                f"{source}: the {name} split has {n_mal} malignant and {n_ben} benign image(s); training, checkpoint "
+                "selection and threshold tuning need both classes in every split. Remedy: add images of the missing "
+                "class (each split needs at least one lesion of each class), or change --ratios / --folds / --seed.")
 
 
 def _lesions_by_dx(frame: pd.DataFrame) -> dict[str, list[str]]:
@@ -50,8 +81,9 @@ def make_split(frame: pd.DataFrame, seed: int = 42, ratios=(0.70, 0.15, 0.15),
     (round-robin within each dx after shuffling) and fold 0 is the validation split.
     """
     ratios = check_ratios(ratios)
-    if folds is not None and folds < 2:
-        raise DataError(f"--folds must be at least 2, got {folds}")
+    if folds is not None:
+        n_test = sum(_split_counts(len(v), ratios)[2] for v in _lesions_by_dx(frame).values())
+        check_folds(folds, frame["lesion_id"].nunique() - n_test)
     rng = np.random.RandomState(seed)
     lesion_split: dict[str, str] = {}
     lesion_fold: dict[str, int] = {}
@@ -122,6 +154,16 @@ def lesion_hash(split: pd.DataFrame) -> dict[str, str]:
     return hashes
 
 
+def split_fingerprint(split: pd.DataFrame, fold: int | None = None) -> str:
+    """SHA-256 of every row (image_id, lesion_id, dx, label, split[, fold]) and the fold in use: it changes
+    when any image moves, is added or dropped, or changes label or dx. Models, checkpoints, thresholds,
+    calibrations and metrics record it; every stage that reads them checks it."""
+    cols = [c for c in (*SPLIT_COLUMNS, "fold") if c in split.columns]
+    rows = split.loc[:, cols].astype(str).sort_values("image_id")
+    text = "\n".join(",".join(r) for r in rows.itertuples(index=False, name=None))
+    return hashlib.sha256(f"{','.join(cols)}|fold={fold}\n{text}".encode()).hexdigest()
+
+
 def summarize(split: pd.DataFrame, seed: int, ratios, folds: int | None = None) -> dict:
     """The split.json content: seed, ratios, counts per split and dx, lesion hashes."""
     counts = {}
@@ -135,7 +177,7 @@ def summarize(split: pd.DataFrame, seed: int, ratios, folds: int | None = None) 
             "dx_images": {dx: int((part["dx"] == dx).sum()) for dx in DX_CODES},
         }
     summary = {"seed": int(seed), "ratios": [float(r) for r in ratios], "folds": folds,
-               "counts": counts, "lesion_hash": lesion_hash(split)}
+               "counts": counts, "lesion_hash": lesion_hash(split), "fingerprint": split_fingerprint(split)}
     if folds:
         summary["fold_images"] = {int(k): int(v) for k, v in split[split["fold"] >= 0]["fold"].value_counts().sort_index().items()}
     return summary
@@ -183,13 +225,44 @@ def load_split(run_dir: str | Path) -> pd.DataFrame:
     if split["image_id"].duplicated().any():
         dup = split.loc[split["image_id"].duplicated(), "image_id"].tolist()
         raise DataError(f"{path}: image_id(s) listed twice: {', '.join(dup[:10])}. Remedy: re-create it with `skinlesion prepare`.")
+    for col in ("image_id", "lesion_id", "dx"):
+        empty = split.index[split[col].isna()]
+        if len(empty):
+            raise DataError(f"{path}: row(s) {', '.join(str(i + 2) for i in empty[:10])} have an empty {col}. "
+                            "Remedy: re-create the split with `skinlesion prepare`.")
+    unknown = sorted(set(split["dx"]) - set(DX_CODES))
+    if unknown:
+        raise DataError(f"{path}: unknown dx code(s) {unknown}. Remedy: re-create the split with `skinlesion prepare`.")
+    expected = split["dx"].map(BINARY_LABEL)
+    label = pd.to_numeric(split["label"], errors="coerce")
+    wrong = split.index[label != expected]
+    if len(wrong):
+        rows = ", ".join(f"{i + 2} ({split.at[i, 'image_id']}: dx {split.at[i, 'dx']}, label {split.at[i, 'label']})"
+                         for i in wrong[:5])
+        raise DataError(f"{path}: 'label' disagrees with 'dx' in {len(wrong)} row(s), e.g. line(s) {rows}; labels "
+                        "follow from dx (akiec, bcc, mel -> 1, others -> 0). Remedy: re-create the split with "
+                        "`skinlesion prepare` (in a new --out if this run has a model).")
+    split["label"] = label.astype(int)
+    if "fold" in split.columns:
+        split["fold"] = pd.to_numeric(split["fold"], errors="coerce").fillna(-2).astype(int)
+    dx_per_lesion = split.groupby("lesion_id")["dx"].nunique()
+    if (dx_per_lesion > 1).any():
+        bad = dx_per_lesion.index[dx_per_lesion > 1].tolist()
+        raise DataError(f"{path}: lesion(s) {', '.join(bad[:10])} have images with different dx. "
+                        "Remedy: re-create the split with `skinlesion prepare`.")
     check_lesion_disjoint(split, source=str(path))
     json_path = run_dir / "split.json"
     if json_path.is_file():
-        recorded = json.loads(json_path.read_text(encoding="utf-8")).get("lesion_hash", {}).get("all")
-        if recorded and recorded != lesion_hash(split)["all"]:
-            raise DataError(f"{path} no longer matches the lesion hash in {json_path} (edited by hand?). "
-                            "Remedy: re-create both with `skinlesion prepare`.")
+        try:
+            recorded = json.loads(json_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{json_path} is not valid JSON ({exc}). Remedy: re-create the split with "
+                            "`skinlesion prepare` in a new --out.") from None
+        if recorded.get("lesion_hash", {}).get("all") not in (None, lesion_hash(split)["all"]) or \
+                recorded.get("fingerprint") not in (None, split_fingerprint(split)):
+            raise DataError(f"{path} no longer matches the fingerprint in {json_path}: images were moved, added, "
+                            "dropped or relabelled by hand. Remedy: restore the original split.csv, or re-create the "
+                            "split with `skinlesion prepare` into a new --out and train there.")
     return split
 
 

@@ -13,7 +13,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from .images import load_rgb
+from .images import ImageDecodeError, check_dimensions, load_rgb
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,14 @@ class Preprocessing:
                 "center-crop image_size, scale to [0,1], normalise with mean/std"}
 
     def square(self, image) -> torch.Tensor:
-        """A PIL image or HWC uint8 array -> (3, resize_size, resize_size) uint8 tensor."""
+        """A PIL image or HWC uint8 array -> (3, resize_size, resize_size) uint8 tensor. Work is bounded:
+        the pixel count and aspect ratio are checked before anything is converted or resized."""
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ImageDecodeError(f"array of shape {image.shape}: expected H x W x 3 (RGB)", "bad_shape")
+            check_dimensions(image.shape[1], image.shape[0], "array")
+        else:
+            check_dimensions(*image.size, getattr(image, "filename", None) or "image")
         x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # copy: PIL arrays are read-only
         x = F.resize(x, self.resize_size, antialias=True)
         return F.center_crop(x, [self.resize_size, self.resize_size])

@@ -59,8 +59,9 @@ def bootstrap(fn: IndexMetrics, groups, n_resamples: int = 1000, seed: int = 0,
 
 def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], y, prob_a, prob_b, groups,
                       n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
-    """metric(a) - metric(b) on the same images, its 95% CI and a two-sided bootstrap p-value
-    (twice the share of resampled differences on the far side of zero, capped at 1)."""
+    """metric(a) - metric(b) on the same images, its 95% CI and a two-sided bootstrap p-value:
+    (1 + resamples on the far side of zero) / (1 + resamples), doubled and capped at 1, so it is never
+    0 (its floor with B resamples is about 2 / (B + 1))."""
     y, a, b = np.asarray(y), np.asarray(prob_a), np.asarray(prob_b)
     diffs = []
     for idx in lesion_resamples(groups, n_resamples, seed):
@@ -68,7 +69,8 @@ def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], y, prob
         if not math.isnan(d):
             diffs.append(d)
     arr = np.asarray(diffs)
-    p = min(1.0, 2 * min((arr <= 0).mean(), (arr >= 0).mean())) if len(arr) else math.nan
+    far = min(int((arr <= 0).sum()), int((arr >= 0).sum()))
+    p = min(1.0, 2 * (far + 1) / (len(arr) + 1)) if len(arr) else math.nan
     lo, hi = np.quantile(arr, [0.025, 0.975]) if len(arr) else (math.nan, math.nan)
     return {"difference": float(metric(y, a) - metric(y, b)), "ci_low": float(lo), "ci_high": float(hi),
             "p_value": float(p), "resamples": int(len(arr))}

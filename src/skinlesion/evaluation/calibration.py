@@ -35,3 +35,17 @@ def fit_temperature(y_true, prob) -> float:
 
     res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(res.x))
+
+
+def rescale_classes(classes, raw_prob, calibrated_prob) -> np.ndarray:
+    """7-class probabilities whose malignant classes sum to ``calibrated_prob``: the malignant classes are
+    scaled by q/p and the benign ones by (1-q)/(1-p), keeping the ratios within each group."""
+    from ..labels import MALIGNANT_CLASS_INDICES
+    c = np.asarray(classes, dtype=np.float64).copy()
+    p = np.clip(np.asarray(raw_prob, dtype=np.float64), EPS, 1 - EPS)[:, None]
+    q = np.asarray(calibrated_prob, dtype=np.float64)[:, None]
+    mal = np.zeros(c.shape[1], dtype=bool)
+    mal[list(MALIGNANT_CLASS_INDICES)] = True
+    c[:, mal] *= q / p
+    c[:, ~mal] *= (1 - q) / (1 - p)
+    return c

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.metadata import DataError
+from ..data.run import check_binding, open_run, read_json
 from .bootstrap import paired_difference
 from .metrics import roc_auc
 from .report import _fmt
@@ -16,14 +17,33 @@ COLUMNS = ("roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity")
 
 
 def _load(run: Path) -> tuple[dict, pd.DataFrame]:
+    """A run's test metrics and predictions, checked to belong to the run's current split and bundle."""
     m, p = run / "metrics.json", run / "test_predictions.csv"
     if not m.is_file() or not p.is_file():
         raise DataError(f"{run} has no metrics.json/test_predictions.csv. Remedy: run `skinlesion evaluate {run}` first.")
-    return json.loads(m.read_text(encoding="utf-8")), pd.read_csv(p)
+    metrics = read_json(m, "written by evaluate")
+    if metrics.get("split") != "test" or "at_threshold" not in metrics:
+        raise DataError(f"{m} does not hold test-split metrics. Remedy: run `skinlesion evaluate {run}`.")
+    check_binding(metrics, open_run(run, metrics.get("fold")), str(m))
+    bundle = run / "bundle" / "config.json"
+    if bundle.is_file():
+        trained = (read_json(bundle, "the run's bundle").get("training_data") or {}).get("split_fingerprint")
+        if trained != metrics.get("bundle_split_fingerprint"):
+            raise DataError(f"{m} was written for another model than {run / 'bundle'} holds now. Remedy: run "
+                            f"`skinlesion evaluate {run}` again.")
+    try:
+        preds = pd.read_csv(p, dtype={"image_id": str, "lesion_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{p}: cannot be read as CSV ({exc}). Remedy: run `skinlesion evaluate {run}` again.") from None
+    if len(preds) != metrics.get("n_images") or not {"image_id", "lesion_id", "label", "probability"} <= set(preds):
+        raise DataError(f"{p} does not match {m} (edited by hand?). Remedy: run `skinlesion evaluate {run}` again.")
+    return metrics, preds
 
 
 def compare_runs(runs: list[str | Path], n_boot: int = 1000, seed: int = 0) -> dict:
     """Headline table for every run; paired bootstrap ROC-AUC difference for each pair on the same images."""
+    if len({str(Path(r).resolve()) for r in runs}) < len(runs):
+        raise DataError("compare: the same run is listed twice. Remedy: list each RUN_DIR once.")
     loaded = [(str(r), *_load(Path(r))) for r in runs]
     table = [{"run": name, "architecture": m.get("architecture"), "n_images": m["n_images"],
               **{k: m["at_threshold"][k] for k in COLUMNS}} for name, m, _ in loaded]

@@ -13,13 +13,14 @@ import torch
 from .. import atomic
 from ..data.cache import CachedImages, build_cache, default_num_workers
 from ..data.metadata import DataError, load_dataset, read_metadata
-from ..data.split import attach_paths, load_split
-from ..inference.bundle import Bundle, load_bundle, update_config
+from ..data.run import RunContext, binding, check_binding, open_run
+from ..inference.bundle import Bundle, check_inference_mode, load_bundle, overlap_with_training, update_config
+from ..paths import check_outputs
 from ..inference.predictor import Predictor, forward_probs, prediction_frame
 from ..labels import label_for
 from . import plots
 from .calibration import apply_temperature, fit_temperature
-from .summary import summarize
+from .summary import check_resamples, summarize
 
 META_COLUMNS = ("age", "sex", "localization", "dx_type")
 
@@ -63,50 +64,94 @@ def predict_split(bundle: Bundle, split: pd.DataFrame, which: str, tta: bool, ba
     return predict_frame(bundle.model, ds, split.iloc[rows_idx], bundle.task, batch_size, workers, tta)
 
 
-def _temperature(bundle: Bundle, bundle_dir: Path, calibrate: bool, val_preds: pd.DataFrame | None) -> float | None:
-    if calibrate:
-        if val_preds is None:
-            raise DataError("--calibrate needs the run's validation predictions; evaluate a run dir, not --model")
-        t = fit_temperature(val_preds["label"].to_numpy(), val_preds["probability"].to_numpy())
-        update_config(bundle_dir, calibration={"temperature": t, "fit_on": "val", "method": "temperature scaling"})
-        return t
-    return (bundle.config.get("calibration") or {}).get("temperature")
+def _fit_temperature(val_preds: pd.DataFrame) -> float:
+    return fit_temperature(val_preds["label"].to_numpy(), val_preds["probability"].to_numpy())
+
+
+def run_context(run_dir: Path, bundle: Bundle) -> tuple[RunContext, pd.DataFrame]:
+    """The run's split with the bundle's own fold, checked against the split the bundle trained on, with
+    paths below the data root the bundle was trained on."""
+    trained = bundle.config.get("training_data") or {}
+    ctx = open_run(run_dir, trained.get("fold"))
+    check_binding(trained, ctx, f"the model in {run_dir / 'bundle'}")
+    return ctx, ctx.with_paths(trained.get("dataset_root"))
+
+
+def bound_val_predictions(ctx: RunContext) -> pd.DataFrame:
+    """val_predictions.csv, refused unless it holds exactly the validation images of the run's fold."""
+    path = ctx.run_dir / "val_predictions.csv"
+    if not path.is_file():
+        raise DataError(f"{path} not found. Remedy: train first (`skinlesion train --out {ctx.run_dir}`).")
+    try:
+        val = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read as CSV ({exc}). Remedy: re-create it by training again.") from None
+    missing = [c for c in ("image_id", "label", "probability") if c not in val.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}. Remedy: re-create it by training again.")
+    if set(val["image_id"]) != set(ctx.rows("val")["image_id"]) or not val["image_id"].is_unique:
+        raise DataError(f"{path} does not hold the validation images of the run's split"
+                        + (f" (fold {ctx.fold})" if ctx.fold is not None else "") + ". Remedy: train again in a new --out.")
+    p = pd.to_numeric(val["probability"], errors="coerce")
+    if not p.between(0, 1).all():
+        raise DataError(f"{path}: probabilities must be numbers in [0, 1]. Remedy: re-create it by training again.")
+    return val.assign(probability=p, label=val["image_id"].map(dict(zip(ctx.split["image_id"], ctx.split["label"]))))
 
 
 def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = False, calibrate: bool = False,
                  n_boot: int = 1000, seed: int = 0, batch_size: int = 64, num_workers: int | None = None,
                  cache_dir: str | None = None, progress: bool = True) -> EvalResult:
-    """Evaluate a run's bundle on one split of its own data; outputs go into the run dir."""
+    """Evaluate a run's bundle on one split of its own data (the bundle's fold). Test outputs go into the
+    run dir; other splits into ``run_dir/eval-<split>/`` so the training artifacts that tune-threshold
+    reads (val_predictions.csv, validation plots) are never overwritten."""
+    check_resamples(n_boot)
     run_dir = Path(run_dir)
     bundle = load_bundle(run_dir / "bundle")
-    split = load_split(run_dir)
-    info = json.loads((run_dir / "split.json").read_text(encoding="utf-8")).get("dataset", {})
-    split = attach_paths(split, info["root"], str(run_dir / "split.csv"))
+    check_inference_mode(bundle.config, tta, str(run_dir / "bundle"))
+    ctx, split = run_context(run_dir, bundle)
     workers = default_num_workers(num_workers)
     if cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
         from ..config import load_config
         cache_dir = load_config(run_dir / "config.yaml").train.cache_dir
     preds = predict_split(bundle, split, split_name, tta, batch_size, workers, cache_dir, progress)
-    val_preds = None
+    temperature = (bundle.config.get("calibration") or {}).get("temperature")
     if calibrate:
-        val_preds = pd.read_csv(run_dir / "val_predictions.csv") if not tta else \
+        val_preds = bound_val_predictions(ctx) if not tta else \
             predict_split(bundle, split, "val", tta, batch_size, workers, cache_dir, progress)
-    temperature = _temperature(bundle, run_dir / "bundle", calibrate, val_preds)
-    preds = _with_metadata(preds, info.get("metadata"))
-    result = _finish(bundle, preds, run_dir, split_name, tta, temperature, n_boot, seed, run_dir)
+        temperature = _fit_temperature(val_preds)
+    preds = _with_metadata(preds, ctx.summary.get("dataset", {}).get("metadata"))
+    out_dir = run_dir if split_name == "test" else run_dir / f"eval-{split_name}"
+    result = _finish(bundle, preds, out_dir, split_name, tta, temperature, n_boot, seed, run_dir,
+                     extra={**binding(ctx)})
+    changes = {}
+    if calibrate:
+        changes["calibration"] = {"temperature": temperature, "fit_on": "val", "method": "temperature scaling",
+                                  "tta": tta, **binding(ctx)}
     if split_name == "test":
         h = result.metrics["at_threshold"]
-        update_config(run_dir / "bundle", metrics={**bundle.config.get("metrics", {}), "test": {
-            k: h[k] for k in ("roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity")}})
+        changes["metrics"] = {**bundle.config.get("metrics", {}), "test": {
+            k: h[k] for k in ("roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity")}}
+    if changes:
+        update_config(run_dir / "bundle", **changes)
     return result
 
 
 def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | Path, metadata: str | None = None,
                       allow_missing: float = 0.0, tta: bool = False, n_boot: int = 1000, seed: int = 0,
                       batch_size: int = 64, num_workers: int | None = None, progress: bool = True) -> EvalResult:
-    """Evaluate a bundle on every image of an external HAM10000-layout dataset (no split)."""
+    """Evaluate a bundle on every image of an external HAM10000-layout dataset (no split). Images the
+    model trained or was selected on are refused: that would not be an external validation."""
+    check_resamples(n_boot)
     bundle = load_bundle(bundle_dir)
+    check_inference_mode(bundle.config, tta, str(bundle_dir))
+    check_outputs([Path(out_dir)], protected=[Path(bundle_dir)], inputs=[Path(data)])
     ds = load_dataset(data, metadata, allow_missing, verify=False, progress=progress)
+    seen = overlap_with_training(bundle.config, ds.frame["image_id"])
+    if seen:
+        raise DataError(f"{len(seen)} of the {len(ds.frame)} images in {data} were used to train or select this "
+                        f"model (e.g. {', '.join(seen[:5])}); scoring them would overstate its accuracy. Remedy: "
+                        "evaluate the run's held-out test split with `skinlesion evaluate RUN_DIR`, or remove those "
+                        "images from the external set.")
     predictor = Predictor(bundle, batch_size=batch_size, tta=tta, calibrated=False)
     out = predictor.predict_paths(ds.frame["path"].tolist(), default_num_workers(num_workers), progress)
     failed = out[out["error"] != ""]
@@ -119,16 +164,20 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
         preds[col] = out[col].to_numpy()
     temperature = (bundle.config.get("calibration") or {}).get("temperature")
     return _finish(bundle, preds, Path(out_dir), "external", tta, temperature, n_boot, seed, None,
-                   data_description=f"external dataset {Path(data).resolve()} (every image, no split)")
+                   data_description=f"external dataset {Path(data).resolve()} (every image, no split)",
+                   extra={"data_root": str(Path(data).resolve())})
 
 
 def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str, tta: bool, temperature: float | None,
-            n_boot: int, seed: int, run_dir: Path | None, data_description: str | None = None) -> EvalResult:
+            n_boot: int, seed: int, run_dir: Path | None, data_description: str | None = None,
+            extra: dict | None = None) -> EvalResult:
     from .report import write_model_card, write_report
     threshold = bundle.threshold
     metrics = summarize(preds, threshold, bundle.config["threshold"]["source"], n_boot, seed, temperature)
     metrics.update({"split": split_name, "tta": tta, "architecture": bundle.config["architecture"],
-                    "task": bundle.task, "data": data_description or f"{split_name} split of the run"})
+                    "task": bundle.task, "data": data_description or f"{split_name} split of the run",
+                    "bundle_split_fingerprint": (bundle.config.get("training_data") or {}).get("split_fingerprint"),
+                    **(extra or {})})
     name = "test_predictions.csv" if split_name == "test" else f"{split_name}_predictions.csv"
     written = preds.copy()
     if temperature is not None:

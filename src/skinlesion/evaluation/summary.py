@@ -5,12 +5,24 @@ import numpy as np
 import pandas as pd
 
 from ..data.explore import AGE_BAND_ORDER, age_band
+from ..errors import SkinlesionError
 from ..labels import DX_CODES
 from .bootstrap import Estimate, bootstrap
 from .calibration import apply_temperature
 from .metrics import all_metrics, confusion, reliability_curve, roc_auc, threshold_metrics
 
 SUBGROUP_COLUMNS = ("sex", "age_band", "localization")
+MIN_RESAMPLES = 10
+
+
+class EvaluationError(SkinlesionError, ValueError):
+    """Predictions cannot be evaluated as asked (one class only, too few resamples, ...)."""
+
+
+def check_resamples(n_boot: int) -> None:
+    if not isinstance(n_boot, int) or n_boot < MIN_RESAMPLES:
+        raise EvaluationError(f"--bootstrap must be at least {MIN_RESAMPLES} resamples for a confidence interval, "
+                              f"got {n_boot!r}. Remedy: --bootstrap 1000")
 
 
 def _estimates(est: dict[str, Estimate]) -> dict[str, dict]:
@@ -84,8 +96,11 @@ def summarize(frame: pd.DataFrame, threshold: float, threshold_source: str, n_bo
               temperature: float | None = None) -> dict:
     """The metrics.json content for one set of predictions (``probability`` is uncalibrated;
     with ``temperature`` the calibrated metrics are reported too)."""
+    check_resamples(n_boot)
     if frame["label"].nunique() < 2:
-        raise ValueError("evaluation needs both benign and malignant images; this set has only one class")
+        raise EvaluationError(f"evaluation needs both benign and malignant images; these {len(frame)} image(s) are "
+                              f"all {'malignant' if frame['label'].iloc[0] == 1 else 'benign'} (ROC-AUC, PR-AUC and "
+                              "sensitivity/specificity would be undefined). Remedy: evaluate on a set with both classes.")
     result = {
         "n_images": int(len(frame)), "n_lesions": int(frame["lesion_id"].nunique()),
         "n_malignant": int(frame["label"].sum()),

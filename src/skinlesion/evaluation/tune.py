@@ -1,45 +1,56 @@
 """The `tune-threshold` stage: choose the decision threshold on validation probabilities."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-import pandas as pd
-
 from .. import atomic
-from ..data.metadata import DataError
-from ..inference.bundle import update_config
+from ..data.run import binding
+from ..inference.bundle import load_bundle, update_config
 from .metrics import threshold_metrics
 from .plots import roc_plot, threshold_plot
-from .thresholds import format_operating_points, operating_points, threshold_for_sensitivity
+from .thresholds import ThresholdError, format_operating_points, operating_points, threshold_for_sensitivity
 
 
-def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90) -> dict:
-    """Highest threshold with val sensitivity >= target; writes threshold.json, plots, updates the bundle."""
+def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: bool = False,
+                   num_workers: int | None = None, progress: bool = False) -> dict:
+    """Highest threshold with val sensitivity >= target, on the validation images of the run's own fold
+    (checked against the split the model trained on). With ``tta`` the validation probabilities are
+    recomputed with test-time augmentation, so the threshold holds for `predict --tta`. Writes
+    threshold.json and plots and updates the bundle; nothing is written when a check fails."""
+    from .evaluate import bound_val_predictions, predict_split, run_context
     run_dir = Path(run_dir)
-    path = run_dir / "val_predictions.csv"
-    if not path.is_file():
-        raise DataError(f"{path} not found. Remedy: train first (`skinlesion train --out {run_dir}`).")
-    if not 0 < target_sensitivity <= 1:
-        raise DataError(f"--target-sensitivity must be in (0, 1], got {target_sensitivity}")
-    val = pd.read_csv(path)
+    if not (isinstance(target_sensitivity, (int, float)) and math.isfinite(target_sensitivity)
+            and 0 < target_sensitivity <= 1):
+        raise ThresholdError(f"--target-sensitivity must be a fraction in (0, 1], got {target_sensitivity!r}. "
+                             "Remedy: --target-sensitivity 0.9")
+    bundle = load_bundle(run_dir / "bundle")
+    ctx, split = run_context(run_dir, bundle)
+    if tta:
+        from ..data.cache import default_num_workers
+        val = predict_split(bundle, split, "val", True, 64, default_num_workers(num_workers), None, progress)
+        source = f"{len(val)} validation images, predicted with TTA"
+    else:
+        val = bound_val_predictions(ctx)
+        source = str(run_dir / "val_predictions.csv")
     y, p = val["label"].to_numpy(), val["probability"].to_numpy()
-    threshold = threshold_for_sensitivity(y, p, target_sensitivity, where=str(path))
+    threshold = threshold_for_sensitivity(y, p, target_sensitivity, where=source)
     table = operating_points(y, p)
     chosen = {"threshold": threshold, **threshold_metrics(y, p, threshold)}
-    result = {"threshold": threshold, "target_sensitivity": target_sensitivity, "source_split": "val",
-              "n_val_images": int(len(val)), "chosen": chosen, "operating_points": table}
+    result = {"threshold": threshold, "target_sensitivity": target_sensitivity, "source_split": "val", "tta": tta,
+              "n_val_images": int(len(val)), "chosen": chosen, "operating_points": table, **binding(ctx)}
+    update_config(run_dir / "bundle", threshold={
+        "value": threshold, "source": f"val split{' (TTA)' if tta else ''}, highest threshold with sensitivity >= "
+        f"{target_sensitivity}", "target_sensitivity": target_sensitivity, "tta": tta, "operating_point": chosen,
+        **binding(ctx)})
     atomic.write_json(run_dir / "threshold.json", result)
     roc_plot(y, p, threshold, run_dir / "plots" / "val_roc.png", title="Validation ROC (chosen threshold)")
     threshold_plot(y, p, threshold, run_dir / "plots" / "val_thresholds.png")
-    if (run_dir / "bundle" / "config.json").is_file():
-        update_config(run_dir / "bundle", threshold={
-            "value": threshold, "source": f"val split, highest threshold with sensitivity >= {target_sensitivity}",
-            "target_sensitivity": target_sensitivity, "operating_point": chosen})
     return result
 
 
 def format_result(result: dict) -> str:
     c = result["chosen"]
     return (f"threshold {result['threshold']:.4f} (val sensitivity {c['sensitivity']:.3f}, specificity "
-            f"{c['specificity']:.3f}; target sensitivity {result['target_sensitivity']})\n"
-            + format_operating_points(result["operating_points"]))
+            f"{c['specificity']:.3f}; target sensitivity {result['target_sensitivity']}"
+            f"{', with TTA' if result.get('tta') else ''})\n" + format_operating_points(result["operating_points"]))

@@ -1,7 +1,9 @@
 """Model bundle: ``model.safetensors`` (weights only) + ``config.json`` that makes the model self-describing."""
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import platform
 import shutil
 import tempfile
@@ -11,12 +13,61 @@ from pathlib import Path
 import torch
 
 from .. import __version__, atomic
+from ..errors import SkinlesionError
 from ..data.transforms import Preprocessing
 from ..labels import BINARY_LABEL, DX_CODES, SEVEN_CLASS_LABEL, class_names
 from ..models.classifier import LesionClassifier, build_model
 from ..models.registry import BackboneSpec
 
 FORMAT_VERSION = 1
+SUPPORTED_FORMATS = (1,)
+
+
+class BundleError(SkinlesionError, ValueError):
+    """A bundle folder is missing, damaged or inconsistent; the message names the file."""
+
+
+def seen_ids(rows) -> list[str]:
+    """Short SHA-256 digests of the image ids a model trained or was selected on (train + val), stored
+    in the bundle so that ``evaluate --model`` can refuse to score a model on its own training images."""
+    return sorted(hashlib.sha256(str(i).encode()).hexdigest()[:12] for i in rows["image_id"])
+
+
+def overlap_with_training(config: dict, image_ids) -> list[str]:
+    """The ``image_ids`` that the bundle's model trained or was selected on."""
+    seen = set((config.get("training_data") or {}).get("seen_image_ids") or ())
+    return [i for i in image_ids if hashlib.sha256(str(i).encode()).hexdigest()[:12] in seen]
+
+
+def check_inference_mode(config: dict, tta: bool, where: str = "this bundle") -> None:
+    """The tuned threshold holds only for the inference mode it was tuned in (with or without TTA)."""
+    thr = config.get("threshold") or {}
+    if thr.get("target_sensitivity") is None:
+        return  # the untuned default 0.5 states no operating point
+    tuned_tta = bool(thr.get("tta", False))
+    if tuned_tta != bool(tta):
+        fix = ("drop --tta" if tuned_tta is False else "add --tta")
+        raise BundleError(f"the threshold of {where} was tuned {'with' if tuned_tta else 'without'} test-time "
+                          f"augmentation, so its stated sensitivity does not hold {'without' if tuned_tta else 'with'} "
+                          f"it. Remedy: {fix}, or re-tune for this mode with `skinlesion tune-threshold RUN_DIR"
+                          f"{'' if tuned_tta else ' --tta'}`.")
+
+
+def keep_tuning(bundle: Path, config: dict) -> dict:
+    """``config`` with the threshold, calibration and test metrics of the existing bundle (same weights)."""
+    try:
+        old = json.loads((Path(bundle) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return config
+    if (old.get("training_data") or {}).get("split_fingerprint") != config["training_data"]["split_fingerprint"]:
+        return config
+    out = dict(config)
+    for key in ("threshold", "calibration"):
+        if key in old:
+            out[key] = old[key]
+    if "test" in (old.get("metrics") or {}):
+        out["metrics"] = {**config["metrics"], "test": old["metrics"]["test"]}
+    return out
 
 
 def library_versions() -> dict[str, str]:
@@ -69,12 +120,64 @@ def save_bundle(model: LesionClassifier, config: dict, out: str | Path) -> Path:
 
 
 def update_config(bundle: str | Path, **changes) -> dict:
-    """Update top-level keys of a bundle's config.json atomically."""
+    """Update top-level keys of a bundle's config.json atomically (after validating the result)."""
     path = Path(bundle) / "config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = read_config(Path(bundle))
     config.update(changes)
+    validate_config(config, path)
     atomic.write_json(path, config)
     return config
+
+
+def read_config(path: Path) -> dict:
+    """The parsed config.json of bundle folder ``path``, or a BundleError naming what is wrong."""
+    cfg_path = path / "config.json"
+    if not path.is_dir() or not cfg_path.is_file() or not (path / "model.safetensors").is_file():
+        raise BundleError(f"{path} is not a model bundle (needs config.json and model.safetensors). Remedy: pass "
+                          "the bundle/ folder of a trained run (`skinlesion train --out RUN` writes RUN/bundle).")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise BundleError(f"{cfg_path}: not valid JSON ({exc}); the bundle is damaged. Remedy: copy the bundle "
+                          "again or re-train.") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{cfg_path}: expected a JSON object; the bundle is damaged. Remedy: copy it again.")
+    return config
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_config(config: dict, cfg_path: Path) -> None:
+    """Known format, known task, a finite threshold in [0, 1], a positive finite temperature."""
+    version = config.get("format_version")
+    if version not in SUPPORTED_FORMATS:
+        raise BundleError(f"{cfg_path}: bundle format {version!r} is not supported by skinlesion {__version__} "
+                          f"(supported: {', '.join(map(str, SUPPORTED_FORMATS))}). Remedy: use the skinlesion "
+                          "version that wrote it, or re-train.")
+    for key in ("architecture", "task", "backbone", "preprocessing", "head", "threshold"):
+        if key not in config:
+            raise BundleError(f"{cfg_path}: missing key {key!r}; the bundle is damaged. Remedy: copy it again or re-train.")
+    if config["task"] not in ("binary", "7class"):
+        raise BundleError(f"{cfg_path}: unknown task {config['task']!r} (expected binary or 7class).")
+    t = (config.get("threshold") or {}).get("value") if isinstance(config.get("threshold"), dict) else None
+    if not _finite(t) or not 0.0 <= t <= 1.0:
+        raise BundleError(f"{cfg_path}: threshold {t!r} is not a number in [0, 1]. Remedy: re-run `skinlesion "
+                          "tune-threshold RUN_DIR`, or set threshold.value to 0.5.")
+    temperature = (config.get("calibration") or {}).get("temperature") if config.get("calibration") else None
+    if config.get("calibration") and (not _finite(temperature) or temperature <= 0):
+        raise BundleError(f"{cfg_path}: calibration temperature {temperature!r} must be a positive number. Remedy: "
+                          "re-run `skinlesion evaluate RUN_DIR --calibrate`, or remove the calibration key.")
+    try:
+        size = int(config["preprocessing"]["image_size"])
+        resize = int(config["preprocessing"]["resize_size"])
+        assert 16 <= size <= 2048 and size <= resize <= 4096
+        assert len(config["preprocessing"]["mean"]) == 3 and len(config["preprocessing"]["std"]) == 3
+        assert all(_finite(v) and v > 0 for v in config["preprocessing"]["std"])
+    except (KeyError, TypeError, ValueError, AssertionError):
+        raise BundleError(f"{cfg_path}: preprocessing {config.get('preprocessing')!r} is invalid (image_size 16-2048 "
+                          "<= resize_size, 3 means, 3 positive stds). Remedy: copy the bundle again or re-train.") from None
 
 
 @dataclass
@@ -100,16 +203,33 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
 
     path = Path(path)
     cfg_path = path / "config.json"
-    if not cfg_path.is_file() or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{path} is not a model bundle (needs config.json and model.safetensors); "
-                                "pass the bundle/ folder of a trained run")
-    config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{cfg_path}: bundle format {config.get('format_version')} is not supported (expected {FORMAT_VERSION})")
-    b = dict(config["backbone"])
-    spec = BackboneSpec(**{**b, "mean": tuple(b["mean"]), "std": tuple(b["std"])})
-    model = build_model(spec, config["task"], pretrained=False, dropout=config["head"]["dropout"])
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))
+    config = read_config(path)
+    validate_config(config, cfg_path)
+    try:
+        b = dict(config["backbone"])
+        spec = BackboneSpec(**{**b, "mean": tuple(b["mean"]), "std": tuple(b["std"])})
+        model = build_model(spec, config["task"], pretrained=False, dropout=float(config["head"]["dropout"]))
+    except SkinlesionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unknown architecture or a damaged backbone entry
+        raise BundleError(f"{cfg_path}: cannot build the model it describes ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}). Remedy: install the skinlesion/timm versions listed under "
+                          "library_versions, or re-train.") from None
+    try:
+        state = load_file(str(path / "model.safetensors"), device=map_location)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise BundleError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(exc)[:200]}); the "
+                          "bundle is damaged. Remedy: copy it again or re-train.") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BundleError(f"{path / 'model.safetensors'}: its tensors do not fit the architecture in config.json "
+                          f"({config['architecture']}, task {config['task']}): {str(exc).splitlines()[0][:200]} ... "
+                          "Remedy: keep model.safetensors and config.json of the same bundle together.") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise BundleError(f"{path / 'model.safetensors'}: tensor(s) {', '.join(bad[:5])} hold NaN or infinite "
+                          "values. Remedy: re-train (lower --lr) or use another bundle.")
     p = config["preprocessing"]
     pre = Preprocessing(p["image_size"], p["resize_size"], tuple(p["mean"]), tuple(p["std"]))
     return Bundle(model.eval(), config, pre)

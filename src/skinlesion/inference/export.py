@@ -8,6 +8,7 @@ import torch
 
 from .. import atomic
 from ..errors import SkinlesionError
+from ..paths import check_outputs
 from .bundle import load_bundle
 
 PARITY_TOLERANCE = 1e-4
@@ -23,9 +24,13 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
     parity on a few images, and write the preprocessing as ``<out>.json`` beside it."""
     import onnxruntime as ort
 
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ParityError(f"--out {out}: the ONNX model needs a .onnx name (its preprocessing JSON is written "
+                          f"beside it as {out.with_suffix('.json').name}). Remedy: --out {out.with_suffix('.onnx')}")
+    check_outputs([out, out.with_suffix(".json")], protected=[Path(bundle_dir)], inputs=sample_images or [])
     bundle = load_bundle(bundle_dir)
     pre, model = bundle.preprocessing, bundle.model.eval()
-    out = Path(out)
     s = pre.image_size
     dummy = torch.randn(2, 3, s, s)
     with atomic.atomic_path(out) as tmp:
@@ -34,7 +39,7 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
                           dynamo=False)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         if sample_images:
-            x = torch.stack([pre.eval_transform()(pre.load(p)) for p in sample_images])
+            x = torch.stack([pre.eval_transform()(pre.load(p)) for p in sample_images])  # ImageDecodeError names the file
         else:
             x = torch.stack([pre.eval_transform()(torch.randint(0, 256, (3, pre.resize_size, pre.resize_size),
                                                                 dtype=torch.uint8, generator=torch.Generator().manual_seed(i)))

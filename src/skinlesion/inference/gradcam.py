@@ -11,6 +11,7 @@ from torch import nn
 from .. import atomic
 from ..data.images import ImageDecodeError
 from ..labels import MALIGNANT_CLASS_INDICES
+from ..paths import check_outputs
 from .bundle import Bundle, load_bundle
 
 
@@ -75,19 +76,34 @@ def overlay(rgb: np.ndarray, cam: np.ndarray) -> Image.Image:
     return Image.fromarray(show_cam_on_image(rgb, cam, use_rgb=True, image_weight=0.6))
 
 
+def overlay_names(paths: list[str]) -> list[str]:
+    """``<stem>_gradcam.png`` per input; inputs sharing a stem (a/x.jpg, b/x.jpg, x.png) get the first 8
+    hex digits of their full path's SHA-256 added, so no overlay overwrites another."""
+    import hashlib
+    from collections import Counter
+    stems = Counter(Path(p).stem for p in paths)
+    return [f"{Path(p).stem}_gradcam.png" if stems[Path(p).stem] == 1 else
+            f"{Path(p).stem}_{hashlib.sha256(str(Path(p).resolve()).encode()).hexdigest()[:8]}_gradcam.png"
+            for p in paths]
+
+
 def explain_files(bundle_dir: str | Path, paths: list[str], out_dir: str | Path) -> tuple[list[Path], dict[str, str]]:
-    """Write ``<stem>_gradcam.png`` per image into ``out_dir``; return written files and path -> error."""
-    bundle = load_bundle(bundle_dir)
+    """Write one overlay PNG per image into ``out_dir`` (see :func:`overlay_names`); return written files
+    and path -> error."""
     out_dir = Path(out_dir)
+    paths = list({str(Path(p).resolve()): p for p in reversed(paths)}.values())[::-1]  # each file once
+    names = overlay_names(paths)
+    check_outputs([out_dir / n for n in names], protected=[Path(bundle_dir)], inputs=paths)
+    bundle = load_bundle(bundle_dir)
     written, errors = [], {}
-    for path in paths:
+    for path, name in zip(paths, names):
         try:
             square = bundle.preprocessing.load(path)
         except ImageDecodeError as exc:
             errors[path] = str(exc)
             continue
         maps, rgb = gradcam(bundle, square[None])
-        target = out_dir / f"{Path(path).stem}_gradcam.png"
+        target = out_dir / name
         with atomic.atomic_path(target) as tmp:
             overlay(rgb[0], maps[0]).save(tmp, format="PNG")
         written.append(target)

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ..data.images import ImageDecodeError, _to_rgb
+from ..data.images import ImageDecodeError, _to_rgb, check_dimensions
 from ..labels import DX_CODES, MALIGNANT_CLASS_INDICES
 from ..models.classifier import class_probabilities
 from .bundle import Bundle, load_bundle
@@ -53,6 +53,8 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, device: str = "cpu", batch_size: int = 16, tta: bool = False,
                  calibrated: bool = True):
+        from .bundle import check_inference_mode
+        check_inference_mode(bundle.config, tta)
         self.bundle, self.device, self.batch_size, self.tta = bundle, torch.device(device), batch_size, tta
         calibration = bundle.config.get("calibration") or {}
         self.temperature = calibration.get("temperature") if calibrated else None
@@ -78,6 +80,9 @@ class Predictor:
         if isinstance(image, (str, Path)):
             return self.pre.load(image)
         if isinstance(image, np.ndarray):
+            if image.ndim not in (2, 3):
+                raise ImageDecodeError(f"array of shape {image.shape}: expected H x W or H x W x 3", "bad_shape")
+            check_dimensions(image.shape[1], image.shape[0], "array")
             image = Image.fromarray(image)
         if isinstance(image, Image.Image):
             return self.pre.square(_to_rgb(image))
@@ -101,12 +106,21 @@ class Predictor:
                            np.concatenate(classes) if classes else np.zeros((0, 2)))
 
     def to_frame(self, prob: np.ndarray, classes: np.ndarray) -> pd.DataFrame:
-        """Rows of probability (temperature-scaled if the bundle is calibrated), decision, threshold."""
+        """Rows of probability (temperature-scaled if the bundle is calibrated), decision, threshold.
+
+        The decision compares the model's own probability with the tuned threshold in float64, exactly as
+        tune-threshold did, so calibration (monotonic) never flips an image sitting on the threshold. For a
+        calibrated 7-class model the p_<dx> columns are rescaled so that p_akiec + p_bcc + p_mel equals the
+        calibrated probability."""
+        raw = np.asarray(prob, dtype=np.float64)
+        decision = np.where(raw >= self.bundle.threshold, "malignant", "benign")
         if self.temperature is not None:
-            from ..evaluation.calibration import apply_temperature
-            prob = apply_temperature(prob, self.temperature)
+            from ..evaluation.calibration import apply_temperature, rescale_classes
+            prob = apply_temperature(raw, self.temperature)
+            if self.bundle.task == "7class":
+                classes = rescale_classes(classes, raw, prob)
         out = pd.DataFrame({"probability": prob})
-        out["decision"] = np.where(prob >= self.threshold, "malignant", "benign")
+        out["decision"] = decision
         out["threshold"] = self.threshold
         for k, v in probability_columns(self.bundle.task, classes).items():
             out[k] = v
@@ -151,6 +165,8 @@ class _PathSquares(torch.utils.data.Dataset):
             return i, self.pre.load(self.paths[i]), None
         except ImageDecodeError as exc:
             return i, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad file never takes the batch down with it
+            return i, None, f"{self.paths[i]}: cannot be used ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def _collate(items):

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
+import json
 import threading
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi.responses import HTMLResponse
 
 from ..data.images import ImageDecodeError, load_rgb
 from ..inference.predictor import Predictor
@@ -17,29 +19,72 @@ from ..evaluation.report import NOTICE
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 
+STATUS_FOR_KIND = {"not_image": 415, "too_large": 413, "bad_shape": 422, "corrupt": 422, "missing": 422}
+MULTIPART_OVERHEAD = 64 * 1024
+
+
 def _status_for(exc: ImageDecodeError) -> int:
-    text = str(exc)
-    if "not an image" in text:
-        return 415
-    if "exceeds the limit" in text or "decompression bomb" in text:
-        return 413
-    return 422
+    return STATUS_FOR_KIND.get(getattr(exc, "kind", "corrupt"), 422)
+
+
+class BodyLimit:
+    """ASGI middleware: the upload limit holds while the body is received, with or without a
+    Content-Length (chunked uploads are counted as they arrive and cut off with 413 at the limit)."""
+
+    def __init__(self, app, limit: int, paths: tuple[str, ...] = ("/api/predict",)):
+        self.app, self.limit, self.paths = app, limit, paths
+
+    async def _reject(self, send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        too_big = f"upload larger than {self.limit / (1024 * 1024):g} MB (plus {MULTIPART_OVERHEAD // 1024} KB of form overhead)"
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                return await self._reject(send, 400, "invalid Content-Length header")
+            if int(length) > self.limit + MULTIPART_OVERHEAD:
+                return await self._reject(send, 413, too_big)
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit + MULTIPART_OVERHEAD:
+                return await self._reject(send, 413, too_big)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+        return await self.app(scope, replay, send)
 
 
 def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
     """The app for one bundle; the model is loaded here, once."""
     predictor = Predictor.from_bundle(bundle_dir)
     config = predictor.bundle.config
-    explain_lock = threading.Lock()  # Grad-CAM registers hooks on the shared model
+    # Grad-CAM registers hooks on the model it explains: it gets its own copy, so plain predictions
+    # (on the shared model, any number at once) never pass through its hooks; explain requests take turns.
+    explain_lock = threading.Lock()
+    explain_bundle: list = []
     app = FastAPI(title="skinlesion", version=str(config.get("library_versions", {}).get("skinlesion")),
                   description=f"Dermoscopic skin-lesion classifier ({config['architecture']}). {NOTICE}")
-
-    @app.middleware("http")
-    async def limit_upload(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if request.url.path == "/api/predict" and length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
-            return JSONResponse({"detail": f"upload larger than {max_upload_bytes // (1024 * 1024)} MB"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=max_upload_bytes)
 
     @app.get("/api/health")
     def health() -> dict:
@@ -58,9 +103,9 @@ def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES)
             raise HTTPException(413, f"upload larger than {max_upload_bytes // (1024 * 1024)} MB")
         try:
             image = load_rgb(io.BytesIO(data), name=file.filename or "upload")
+            square = predictor.square(image)
         except ImageDecodeError as exc:
             raise HTTPException(_status_for(exc), str(exc)) from None
-        square = predictor.square(image)
         row = predictor.to_frame(*predictor.predict_squares(square[None])).iloc[0]
         result = {"filename": file.filename, "probability": float(row["probability"]), "decision": row["decision"],
                   "threshold": float(row["threshold"]), "architecture": config["architecture"], "notice": NOTICE}
@@ -68,7 +113,9 @@ def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES)
         if explain:
             from ..inference.gradcam import gradcam, overlay
             with explain_lock:
-                maps, rgb = gradcam(predictor.bundle, square[None])
+                if not explain_bundle:
+                    explain_bundle.append(copy.deepcopy(predictor.bundle))
+                maps, rgb = gradcam(explain_bundle[0], square[None])
             buf = io.BytesIO()
             overlay(rgb[0], maps[0]).save(buf, format="PNG")
             result["gradcam_png_base64"] = base64.b64encode(buf.getvalue()).decode()

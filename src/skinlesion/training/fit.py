@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from .. import atomic
 from ..config import RunConfig, save_config
 from ..data.cache import build_cache, default_num_workers
 from ..data.metadata import DataError
-from ..data.split import attach_paths, load_split, use_fold
+from ..data.run import RunContext, binding, check_binding, open_run, read_json
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
-from ..inference.bundle import bundle_config, save_bundle
+from ..inference.bundle import bundle_config, keep_tuning, save_bundle, seen_ids
 from ..inference.predictor import prediction_frame
 from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
@@ -50,20 +51,47 @@ def _precision(cfg_value: str | None) -> str:
     return "32-true"
 
 
-def _split_with_paths(cfg: RunConfig, run_dir: Path, progress: bool, echo) -> tuple[pd.DataFrame, dict]:
-    """The run's split (made with prepare's defaults when absent) joined with image paths."""
+#: Keys that define what a run trains; ``--resume`` refuses to change them (the rest are how it runs).
+LOCKED_KEYS = ("arch", "task", "image_size", "pretrained", "weights", "epochs", "phases", "phase1_epochs", "lr",
+               "phase2_lr_factor", "weight_decay", "unfreeze_groups", "dropout", "batch_size", "balanced_sampler",
+               "patience", "lr_patience", "seed", "fold", "limit_train_batches", "channels_last")
+
+
+def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a ``--resume`` that would change what the run trains, before anything is written."""
+    from ..config import ConfigError, load_config
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    saved = load_config(path).train
+    changed = [k for k in LOCKED_KEYS if getattr(cfg.train, k) != getattr(saved, k)
+               and not (k == "image_size" and cfg.train.image_size is None)]
+    if changed:
+        diff = ", ".join(f"{k}: {getattr(saved, k)!r} in the run, {getattr(cfg.train, k)!r} now" for k in changed)
+        raise ConfigError(f"--resume cannot change what {run_dir} trains ({diff}). Remedy: resume without those "
+                          "flags (the run's config.yaml is used), or train the new settings into a new --out.")
+
+
+def check_checkpoint_binding(ctx: RunContext, ckpt_dir: Path) -> None:
+    path = ckpt_dir / "binding.json"
+    if path.is_file():
+        check_binding(read_json(path, "written by train"), ctx, f"the checkpoints in {ckpt_dir}")
+    elif any(ckpt_dir.rglob("*.ckpt")):
+        check_binding(None, ctx, f"the checkpoints in {ckpt_dir}")
+
+
+def _split_with_paths(cfg: RunConfig, run_dir: Path, progress: bool, echo) -> tuple[RunContext, pd.DataFrame, str]:
+    """The run's split (made with prepare's defaults when absent, fold applied) joined with image paths,
+    and the data root it is read from."""
     if not (run_dir / "split.csv").is_file():
         from ..data.prepare import prepare
         echo(f"no split in {run_dir}: running prepare with seed {cfg.split.seed}, ratios {cfg.split.ratios}")
         echo(prepare(cfg, run_dir, progress=progress).report())
-    split = load_split(run_dir)
-    summary = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
-    if cfg.train.fold is not None:
-        split = use_fold(split, cfg.train.fold)
-    root = cfg.data.root or summary.get("dataset", {}).get("root")
+    ctx = open_run(run_dir, cfg.train.fold)
+    root = cfg.data.root or ctx.summary.get("dataset", {}).get("root")
     if not root:
         raise DataError("no data folder: pass --data DIR")
-    return attach_paths(split, root, str(run_dir / "split.csv")), summary
+    return ctx, ctx.with_paths(root), str(Path(root).resolve())
 
 
 def auto_image_size(default: int, paths: list[str], sample: int = 64) -> int:
@@ -95,9 +123,24 @@ def _phase_state(ckpt_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def checkpoint_path(run_dir: Path, recorded: str) -> Path:
+    """A checkpoint path recorded in the run dir, resolved inside it; anything pointing outside is refused
+    (a copied run must not silently read the original run's weights)."""
+    path = (run_dir / recorded).resolve() if not Path(recorded).is_absolute() else Path(recorded).resolve()
+    if not path.is_relative_to((run_dir / "checkpoints").resolve()):
+        raise DataError(f"{run_dir}: a checkpoint path recorded in the run ({recorded}) points outside "
+                        f"{run_dir / 'checkpoints'}. Remedy: train again in a new --out.")
+    return path
+
+
 def _load_weights(module: LesionModule, ckpt: Path) -> None:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    module.load_state_dict(state["state_dict"])
+    """Load a checkpoint's weights without unpickling objects (``weights_only=True``)."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"])
+    except Exception as exc:  # noqa: BLE001 - any failure here means the file is not our checkpoint
+        raise DataError(f"{ckpt}: not a loadable skinlesion checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+                        "only plain tensors are read from checkpoints. Remedy: delete it and train again.") from None
 
 
 def _accelerator_is_cuda(t) -> bool:
@@ -154,15 +197,21 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.train
+    cfg.validate()
     if not resume and _rank() == 0 and (run_dir / "checkpoints").exists():
         raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it or choose a new --out")
+    if resume:
+        check_resume_config(cfg, run_dir)
     L.seed_everything(t.seed, workers=True, verbose=False)
-    split, summary = _split_with_paths(cfg, run_dir, progress, echo)
+    ctx, split, data_root = _split_with_paths(cfg, run_dir, progress, echo)
+    if resume:
+        check_checkpoint_binding(ctx, run_dir / "checkpoints")
     spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
     pre = Preprocessing.for_spec(spec)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
     if _rank() == 0:
         save_config(cfg, run_dir)
+        atomic.write_json(run_dir / "checkpoints" / "binding.json", binding(ctx))
 
     workers = default_num_workers(t.num_workers)
     cache = build_cache(split["path"].tolist(), pre, t.cache_dir, num_workers=workers, progress=progress)
@@ -182,7 +231,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
          f"train {len(data.train_idx)} / val {len(data.val_idx)} images"
          + ("; augmentation on the device" if gpu_augment else ""))
 
-    offset, best, module, trainer = 0, None, None, None
+    offset, best, module, trainer, trained = 0, None, None, None, False
     for phase, epochs, lr, unfreeze in _phase_plan(t, spec, n_groups):
         ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
         trainable = set_trainable(model, unfreeze)
@@ -194,11 +243,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         else:
             trainer, state = _run_phase(t, data, model, module, run_dir, phase, epochs, lr, unfreeze, n_groups,
                                         trainable, offset, resume, progress, echo)
-        _load_weights(module, Path(state["best_path"]))  # the next phase starts from this phase's best weights
+            trained = True
+        _load_weights(module, checkpoint_path(run_dir, state["best_path"]))  # the next phase starts from this phase's best weights
         offset += state["epochs"]
         best = state if best is None or state["best_score"] > best["best_score"] else best
 
-    _load_weights(module, Path(best["best_path"]))
+    _load_weights(module, checkpoint_path(run_dir, best["best_path"]))
     if trainer is None:  # every phase was already complete: a trainer just for the final validation pass
         trainer, _ = _make_trainer(t, run_dir, 0, 1, offset, progress)
     _quietly(trainer.validate, module, data.loader(data.val), verbose=False)  # gathered across ranks
@@ -210,14 +260,17 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     val_metrics = epoch_metrics(val_pred["label"], val_pred["probability"])
     history = read_history(run_dir / "metrics.csv")
     plot_history(history, run_dir / "plots" / "training_history.png")
-    fingerprint = {"split_lesion_hash": summary["lesion_hash"]["all"], "seed": summary["seed"],
-                   "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
-                   "dataset_root": summary.get("dataset", {}).get("root")}
+    fingerprint = {"split_lesion_hash": ctx.summary.get("lesion_hash", {}).get("all"), "seed": ctx.summary.get("seed"),
+                   **binding(ctx), "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
+                   "dataset_root": data_root, "seen_image_ids": seen_ids(split.iloc[np.r_[data.train_idx, data.val_idx]])}
     metrics = {"val": {k: float(v) for k, v in val_metrics.items()}, "best_checkpoint": best["best_path"]}
-    bundle = save_bundle(module.model, bundle_config(spec, pre, t.task, t.dropout, metrics, fingerprint), run_dir / "bundle")
+    config = bundle_config(spec, pre, t.task, t.dropout, metrics, fingerprint)
+    if not trained:  # a finished run resumed: same weights, so its tuned threshold and calibration still hold
+        config = keep_tuning(run_dir / "bundle", config)
+    bundle = save_bundle(module.model, config, run_dir / "bundle")
     ips = float(history["train_images_per_s"].mul(history["train_seconds"]).sum() / history["train_seconds"].sum()) \
         if len(history) else float("nan")  # all training images over all training time
-    return TrainResult(run_dir, bundle, val_metrics, Path(best["best_path"]), int(offset),
+    return TrainResult(run_dir, bundle, val_metrics, checkpoint_path(run_dir, best["best_path"]), int(offset),
                        time.perf_counter() - t_start, ips)
 
 
@@ -240,11 +293,15 @@ def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, l
         train_loader, val_loader = data.train_loader(seed, train_ds), data.loader(val_ds)
     else:
         train_loader, val_loader = data.train_loader(seed), data.loader(data.val)
-    _quietly(trainer.fit, module, train_loader, val_loader, ckpt_path=ckpt_path)
+    try:
+        _quietly(trainer.fit, module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{last}: refused to resume from it: it holds objects other than plain tensors and numbers "
+                        f"({str(exc).splitlines()[0][:200]}). Remedy: delete it and train again.") from None
     if trainer.interrupted:
         raise KeyboardInterrupt
-    best_path = Path(checkpoint.best_model_path)
-    state = {"complete": True, "epochs": trainer.current_epoch, "best_path": str(best_path),
+    best_path = Path(checkpoint.best_model_path).resolve().relative_to(run_dir.resolve())
+    state = {"complete": True, "epochs": trainer.current_epoch, "best_path": best_path.as_posix(),
              "best_score": float(checkpoint.best_model_score), "phase": phase}
     if trainer.is_global_zero:
         atomic.write_json(ckpt_dir / "phase.json", state)

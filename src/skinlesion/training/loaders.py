@@ -2,6 +2,7 @@
 precomputed backbone features for the frozen phase (``--cache-features K``)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,12 @@ class TrainData:
                                            persistent_workers=self.workers > 0)
 
     def train_loader(self, seed: int, dataset=None) -> torch.utils.data.DataLoader:
+        """Sampling order and CPU augmentation both drawn from ``seed`` (a phase's own seed, so phase 2
+        does not replay phase 1's crops and flips)."""
         ds = dataset if dataset is not None else self.train
+        if isinstance(ds, CachedImages) and ds.seed is not None:
+            ds = copy.copy(ds)
+            ds.seed = seed
         return self.loader(ds, EpochSampler(len(self.train_idx), seed, self.sample_weights))
 
 
