@@ -1,10 +1,12 @@
 """Two CPU processes (gloo) with Lightning's DDP: validation predictions are gathered from both ranks
 with every val image exactly once (DistributedSampler's padding removed)."""
+import json
 import os
 import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from skinlesion.config import RunConfig
 from skinlesion.data.prepare import prepare
@@ -50,3 +52,38 @@ def test_ddp_two_processes_gather_each_val_image_once(demo_data, tmp_path):
     history = pd.read_csv(ddp / "metrics.csv")
     assert history["epoch"].tolist() == [1, 2]  # written once, by rank 0
     assert (ddp / "bundle" / "model.safetensors").is_file()
+
+
+def _cli(args, env_extra=None, launcher=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    prefix = launcher or [sys.executable, "-m", "skinlesion"]
+    return subprocess.run([*prefix, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("launcher", ["lightning", "torchrun"])
+def test_ddp_run_finishes_cleanly_on_every_rank_and_rank_0_evaluates(demo_data, tmp_path, launcher):
+    """`skinlesion run` under 2 gloo processes: no rank crashes at the end (non-zero ranks return
+    quietly), and rank 0 tunes the threshold and evaluates the test split."""
+    run = tmp_path / "run"
+    args = ["run", "--data", str(demo_data), "--out", str(run), "--arch", "simple_cnn", "--image-size", "32",
+            "--epochs", "1", "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"), "--quiet",
+            "--accelerator", "cpu", "--batch-size", "16", "--devices", "2", "--strategy", "ddp"]
+    if launcher == "torchrun":
+        out = _cli(args, launcher=[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                   "--master-port", str(_free_port()), "-m", "skinlesion"])
+    else:
+        out = _cli(args)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    assert "Traceback" not in text and "None" not in out.stdout, text[-4000:]
+    assert out.stdout.count("report:") == 1  # rank 0 only
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["n_images"] == int((pd.read_csv(run / "split.csv")["split"] == "test").sum())
+    assert json.loads((run / "bundle/config.json").read_text())["threshold"]["target_sensitivity"] == 0.9
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

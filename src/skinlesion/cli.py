@@ -268,14 +268,16 @@ def cmd_evaluate(args, cfg) -> int:
     from .evaluation.evaluate import evaluate_external, evaluate_run, format_headline
     if args.model:
         if not args.data or not args.out:
-            raise ConfigError("evaluate --model BUNDLE needs --data DIR (external dataset) and --out DIR")
+            raise ConfigError("evaluate --model BUNDLE needs --data DIR (external dataset) and --out DIR. Remedy: "
+                              "evaluate --model RUN/bundle --data EXTERNAL_DIR --out EVAL_DIR")
         result = evaluate_external(args.model, args.data, args.out, args.metadata, args.allow_missing, args.tta,
                                    args.bootstrap, num_workers=args.num_workers, progress=not args.quiet)
     elif args.run_dir:
         result = evaluate_run(args.run_dir, args.split, args.tta, args.calibrate, args.bootstrap,
                               num_workers=args.num_workers, progress=not args.quiet)
     else:
-        raise ConfigError("evaluate needs a RUN_DIR, or --model BUNDLE --data DIR --out DIR")
+        raise ConfigError("evaluate needs a RUN_DIR, or --model BUNDLE --data DIR --out DIR. Remedy: "
+                          "`skinlesion evaluate RUN_DIR` for the run's test split")
     print(format_headline(result.metrics))
     print(f"report: {result.report}\nmodel card: {result.model_card}")
     return 0
@@ -365,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         return args.func(args, cfg)
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message holds
         return 2
     except KeyboardInterrupt:
         print("interrupted (nothing half-written is kept; `--resume` continues a training run)", file=sys.stderr)

@@ -203,11 +203,13 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "co
     for dotted, value in overrides.items():
         section, _, name = dotted.partition(".")
         if section not in sections:
-            raise ConfigError(f"{source}: unknown config section {section!r} (known: {', '.join(sections)})")
+            raise ConfigError(f"{source}: unknown config section {section!r} (known: {', '.join(sections)}). "
+                              "Remedy: use one of the known sections.")
         hints = _section_types(type(sections[section]))
         if name not in hints:
             raise ConfigError(
-                f"{source}: unknown config key {dotted!r} (known in {section!r}: {', '.join(hints)})")
+                f"{source}: unknown config key {dotted!r} (known in {section!r}: {', '.join(hints)}). "
+                "Remedy: correct the key's spelling (see `skinlesion COMMAND --help`).")
         changes.setdefault(section, {})[name] = _coerce(value, hints[name], dotted)
     new_sections = {s: dataclasses.replace(obj, **changes.get(s, {})) for s, obj in sections.items()}
     return dataclasses.replace(cfg, **new_sections)
@@ -238,7 +240,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', '')})" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}. Remedy: fix the file, e.g. "
+                              "`split:` then `  seed: 1` on the next line.") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections (data:, split:, ...)")
         cfg = apply_overrides(cfg, flatten(loaded, str(path)), source=str(path))

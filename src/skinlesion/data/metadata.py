@@ -1,6 +1,7 @@
 """Read and validate a HAM10000-layout dataset: ``HAM10000_metadata.csv`` plus images below the root."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +138,8 @@ def load_dataset(root: str | Path, metadata: str | Path | None = None, allow_mis
                  verify: bool = False, progress: bool = True) -> LoadedDataset:
     """Validate metadata and images; drop missing/corrupt images only within ``allow_missing``."""
     root = Path(root)
-    if not 0.0 <= allow_missing < 1.0:
-        raise DataError(f"--allow-missing must be a fraction in [0, 1), got {allow_missing}")
+    if not (math.isfinite(allow_missing) and 0.0 <= allow_missing < 1.0):
+        raise DataError(f"--allow-missing must be a fraction in [0, 1), got {allow_missing}. Remedy: --allow-missing 0.01")
     metadata_path = Path(metadata) if metadata else root / METADATA_FILENAME
     frame = read_metadata(metadata_path)
     images = find_images(root)
@@ -152,6 +153,7 @@ def load_dataset(root: str | Path, metadata: str | Path | None = None, allow_mis
     if n_bad:
         fraction = n_bad / len(frame)
         if fraction > allow_missing:
+            suggest = math.ceil(fraction * 10_000) / 10_000  # rounded up, so the suggested value works
             parts = []
             if missing_ids:
                 parts.append(f"{len(missing_ids)} image(s) listed in {metadata_path} have no .jpg/.jpeg/.png file "
@@ -161,7 +163,7 @@ def load_dataset(root: str | Path, metadata: str | Path | None = None, allow_mis
                              + "; ".join(f"{k}: {v}" for k, v in list(corrupt.items())[:10]))
             raise DataError(
                 ". ".join(parts) + f". That is {fraction:.2%} of {len(frame)} rows, above the allowed "
-                f"{allow_missing:.2%}. Remedy: add or replace those files, or pass --allow-missing {max(fraction, 0.0001):.4f} "
+                f"{allow_missing:.2%}. Remedy: add or replace those files, or pass --allow-missing {suggest:.4f} "
                 "to drop them from the run (they are reported).")
         frame = frame[frame["path"].notna() & ~frame["image_id"].isin(list(corrupt))].reset_index(drop=True)
     if frame.empty:

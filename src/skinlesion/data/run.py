@@ -54,12 +54,17 @@ def read_json(path: Path, what: str) -> dict:
     return data
 
 
-def open_run(run_dir: str | Path, fold: int | None = None) -> RunContext:
-    """Load and check ``split.csv`` (see :func:`load_split`), apply ``fold``, fingerprint the result."""
+def check_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"run directory {run_dir} does not exist. Remedy: pass a folder made by `skinlesion "
                         "prepare` or `skinlesion train --out`.")
+    return run_dir
+
+
+def open_run(run_dir: str | Path, fold: int | None = None) -> RunContext:
+    """Load and check ``split.csv`` (see :func:`load_split`), apply ``fold``, fingerprint the result."""
+    run_dir = check_run_dir(run_dir)
     split = load_split(run_dir)
     if fold is not None:
         split = use_fold(split, fold)

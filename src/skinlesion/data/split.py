@@ -119,10 +119,11 @@ def _split_order(col: pd.Series) -> pd.Series:
 def use_fold(split: pd.DataFrame, fold: int) -> pd.DataFrame:
     """Return a copy whose ``split`` makes ``fold`` the validation split (K-fold split files only)."""
     if "fold" not in split.columns:
-        raise DataError("this split has no 'fold' column; run prepare with --folds K to cross-validate")
+        raise DataError("--fold: this run's split has no 'fold' column. Remedy: make a K-fold split with "
+                        "`skinlesion prepare --folds 5 --out NEW_RUN`, or drop --fold.")
     k = int(split["fold"].max()) + 1
     if not 0 <= fold < k:
-        raise DataError(f"fold {fold} does not exist; this split has folds 0..{k - 1}")
+        raise DataError(f"--fold {fold} does not exist; this split has folds 0..{k - 1}. Remedy: --fold 0")
     out = split.copy()
     cv = out["fold"] >= 0
     out.loc[cv, "split"] = np.where(out.loc[cv, "fold"] == fold, "val", "train")

@@ -13,7 +13,7 @@ import torch
 from .. import atomic
 from ..data.cache import CachedImages, build_cache, default_num_workers
 from ..data.metadata import DataError, load_dataset, read_metadata
-from ..data.run import RunContext, binding, check_binding, open_run
+from ..data.run import RunContext, binding, check_binding, check_run_dir, open_run
 from ..inference.bundle import Bundle, check_inference_mode, load_bundle, overlap_with_training, update_config
 from ..paths import check_outputs
 from ..inference.predictor import Predictor, forward_probs, prediction_frame
@@ -105,7 +105,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     run dir; other splits into ``run_dir/eval-<split>/`` so the training artifacts that tune-threshold
     reads (val_predictions.csv, validation plots) are never overwritten."""
     check_resamples(n_boot)
-    run_dir = Path(run_dir)
+    run_dir = check_run_dir(run_dir)
     bundle = load_bundle(run_dir / "bundle")
     check_inference_mode(bundle.config, tta, str(run_dir / "bundle"))
     ctx, split = run_context(run_dir, bundle)

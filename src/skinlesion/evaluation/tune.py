@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 from .. import atomic
-from ..data.run import binding
+from ..data.run import binding, check_run_dir
 from ..inference.bundle import load_bundle, update_config
 from .metrics import threshold_metrics
 from .plots import roc_plot, threshold_plot
@@ -24,7 +24,7 @@ def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: b
             and 0 < target_sensitivity <= 1):
         raise ThresholdError(f"--target-sensitivity must be a fraction in (0, 1], got {target_sensitivity!r}. "
                              "Remedy: --target-sensitivity 0.9")
-    bundle = load_bundle(run_dir / "bundle")
+    bundle = load_bundle(check_run_dir(run_dir) / "bundle")
     ctx, split = run_context(run_dir, bundle)
     if tta:
         from ..data.cache import default_num_workers

@@ -160,7 +160,8 @@ def validate_config(config: dict, cfg_path: Path) -> None:
         if key not in config:
             raise BundleError(f"{cfg_path}: missing key {key!r}; the bundle is damaged. Remedy: copy it again or re-train.")
     if config["task"] not in ("binary", "7class"):
-        raise BundleError(f"{cfg_path}: unknown task {config['task']!r} (expected binary or 7class).")
+        raise BundleError(f"{cfg_path}: unknown task {config['task']!r} (expected binary or 7class); the bundle "
+                          "is damaged. Remedy: copy it again or re-train.")
     t = (config.get("threshold") or {}).get("value") if isinstance(config.get("threshold"), dict) else None
     if not _finite(t) or not 0.0 <= t <= 1.0:
         raise BundleError(f"{cfg_path}: threshold {t!r} is not a number in [0, 1]. Remedy: re-run `skinlesion "

@@ -8,6 +8,7 @@ import torch
 
 from .. import atomic
 from ..errors import SkinlesionError
+from ..data.images import ImageDecodeError
 from ..paths import check_outputs
 from .bundle import load_bundle
 
@@ -39,7 +40,11 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
                           dynamo=False)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         if sample_images:
-            x = torch.stack([pre.eval_transform()(pre.load(p)) for p in sample_images])  # ImageDecodeError names the file
+            try:
+                x = torch.stack([pre.eval_transform()(pre.load(p)) for p in sample_images])
+            except ImageDecodeError as exc:
+                raise ImageDecodeError(f"--images: {exc}. Remedy: pass decodable images, or omit --images to "
+                                       "check parity on random inputs", exc.kind) from None
         else:
             x = torch.stack([pre.eval_transform()(torch.randint(0, 256, (3, pre.resize_size, pre.resize_size),
                                                                 dtype=torch.uint8, generator=torch.Generator().manual_seed(i)))

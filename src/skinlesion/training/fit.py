@@ -85,6 +85,9 @@ def _split_with_paths(cfg: RunConfig, run_dir: Path, progress: bool, echo) -> tu
     and the data root it is read from."""
     if not (run_dir / "split.csv").is_file():
         from ..data.prepare import prepare
+        if cfg.train.fold is not None and cfg.split.folds is None:
+            raise DataError(f"--fold {cfg.train.fold}: {run_dir} has no split yet, and the default split has no "
+                            f"folds. Remedy: `skinlesion prepare --data DIR --out {run_dir} --folds 5` first.")
         echo(f"no split in {run_dir}: running prepare with seed {cfg.split.seed}, ratios {cfg.split.ratios}")
         echo(prepare(cfg, run_dir, progress=progress).report())
     ctx = open_run(run_dir, cfg.train.fold)
@@ -133,14 +136,38 @@ def checkpoint_path(run_dir: Path, recorded: str) -> Path:
     return path
 
 
+def _safe_load(ckpt: Path) -> dict:
+    """A checkpoint's content, read without unpickling objects (``weights_only=True``)."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+            raise ValueError("no state_dict")
+        return state
+    except Exception as exc:  # noqa: BLE001 - any failure here means the file is not our checkpoint
+        raise DataError(f"{ckpt}: not a loadable skinlesion checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); only plain tensors and numbers are "
+                        "read from checkpoints. Remedy: delete it and train again.") from None
+
+
+def verify_checkpoints(run_dir: Path) -> None:
+    """Before ``--resume`` writes anything: every checkpoint loads as plain tensors and every recorded
+    path stays inside the run."""
+    ckpt_dir = run_dir / "checkpoints"
+    for phase_json in sorted(ckpt_dir.glob("phase*/phase.json")):
+        best = checkpoint_path(run_dir, str(read_json(phase_json, "written by train").get("best_path", "")))
+        if not best.is_file():
+            raise DataError(f"{phase_json} names {best}, which does not exist. Remedy: train again in a new --out.")
+    for ckpt in sorted(ckpt_dir.rglob("*.ckpt")):
+        _safe_load(ckpt)
+
+
 def _load_weights(module: LesionModule, ckpt: Path) -> None:
     """Load a checkpoint's weights without unpickling objects (``weights_only=True``)."""
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        module.load_state_dict(state["state_dict"])
-    except Exception as exc:  # noqa: BLE001 - any failure here means the file is not our checkpoint
-        raise DataError(f"{ckpt}: not a loadable skinlesion checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-                        "only plain tensors are read from checkpoints. Remedy: delete it and train again.") from None
+        module.load_state_dict(_safe_load(ckpt)["state_dict"])
+    except RuntimeError as exc:
+        raise DataError(f"{ckpt}: its weights do not fit this run's model ({str(exc).splitlines()[0][:200]}). "
+                        "Remedy: delete it and train again.") from None
 
 
 def _accelerator_is_cuda(t) -> bool:
@@ -199,13 +226,15 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     t = cfg.train
     cfg.validate()
     if not resume and _rank() == 0 and (run_dir / "checkpoints").exists():
-        raise FileExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it or choose a new --out")
+        raise FileExistsError(f"{run_dir} already has checkpoints. Remedy: pass --resume to continue it, or choose "
+                              "a new --out")
     if resume:
         check_resume_config(cfg, run_dir)
     L.seed_everything(t.seed, workers=True, verbose=False)
     ctx, split, data_root = _split_with_paths(cfg, run_dir, progress, echo)
     if resume:
         check_checkpoint_binding(ctx, run_dir / "checkpoints")
+        verify_checkpoints(run_dir)
     spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
     pre = Preprocessing.for_spec(spec)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
@@ -300,12 +329,23 @@ def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, l
                         f"({str(exc).splitlines()[0][:200]}). Remedy: delete it and train again.") from None
     if trainer.interrupted:
         raise KeyboardInterrupt
-    best_path = Path(checkpoint.best_model_path).resolve().relative_to(run_dir.resolve())
+    # top-1 with a fixed name: the best checkpoint is always this phase's best.ckpt. (Lightning's own
+    # best_model_path comes from last.ckpt's state and names the original folder in a copied run.)
+    best_path = (ckpt_dir / "best.ckpt").resolve().relative_to(run_dir.resolve())
     state = {"complete": True, "epochs": trainer.current_epoch, "best_path": best_path.as_posix(),
-             "best_score": float(checkpoint.best_model_score), "phase": phase}
+             "best_score": _best_score(checkpoint, run_dir, phase), "phase": phase}
     if trainer.is_global_zero:
         atomic.write_json(ckpt_dir / "phase.json", state)
     return trainer, state
+
+
+def _best_score(checkpoint, run_dir: Path, phase: int) -> float:
+    """The phase's best val PR-AUC: Lightning's, or (when it did not restore it, e.g. in a copied run) the
+    best of the phase's rows in metrics.csv."""
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    history = read_history(run_dir / "metrics.csv")
+    return float(history.loc[history["phase"] == phase, "val_pr_auc"].max())
 
 
 def _val_frame(gathered: dict, rows: pd.DataFrame, task: str) -> pd.DataFrame:
