@@ -75,6 +75,23 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--seed", "train.seed", "seed for weights init, sampling and augmentation", type=int)
     _opt(p, "--fold", "train.fold", "with a --folds split: the fold used for validation", type=int)
     _opt(p, "--limit-train-batches", "train.limit_train_batches", "batches (int) or fraction per epoch, for quick checks", type=_num)
+    from .config import RECIPES
+    g = p.add_argument_group("recipe", "a named recipe sets the options below; flags given here override it")
+    _opt(g, "--recipe", "train.recipe", f"named recipe: {', '.join(RECIPES)}", choices=list(RECIPES))
+    _opt(g, "--schedule", "train.schedule", "LR schedule: plateau (ReduceLROnPlateau) or cosine (warmup + cosine)",
+         choices=["plateau", "cosine"])
+    _opt(g, "--warmup-epochs", "train.warmup_epochs", "cosine: linear warmup epochs", type=float)
+    _opt(g, "--min-lr-factor", "train.min_lr_factor", "cosine: final lr = lr * factor", type=float)
+    g.add_argument("--ema", dest="train.ema", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="EMA of weights, validated and saved as the model (default: off)")
+    _opt(g, "--ema-decay", "train.ema_decay", "EMA decay", type=float)
+    _opt(g, "--mixup", "train.mixup", "mixup alpha (0: off)", type=float)
+    _opt(g, "--cutmix", "train.cutmix", "cutmix alpha (0: off)", type=float)
+    _opt(g, "--mix-prob", "train.mix_prob", "probability of mixing a batch", type=float)
+    _opt(g, "--label-smoothing", "train.label_smoothing", "label smoothing", type=float)
+    _opt(g, "--layer-decay", "train.layer_decay", "layer-wise LR decay, e.g. 0.75 (None: off)", type=float)
+    _opt(g, "--drop-path", "train.drop_path", "stochastic depth rate", type=float)
+    _opt(g, "--augment", "train.augment", "augmentation policy", choices=["classic", "derm"])
 
 
 def _num(text: str):

@@ -62,6 +62,7 @@ class TrainConfig:
     """Model, two-phase fine-tuning and Trainer options."""
 
     arch: str = "efficientnet_lite0"
+    recipe: str = "classic"  # a named set of the recipe keys below (see RECIPES); explicit keys override it
     task: str = "binary"  # binary | 7class
     image_size: int | None = None  # None: backbone default, lowered to the images' median shorter side (/32)
     pretrained: bool = True
@@ -92,6 +93,19 @@ class TrainConfig:
     seed: int = 42
     fold: int | None = None  # with a --folds split: which fold is validation
     limit_train_batches: float | None = None  # for smoke tests: fraction or count of batches per epoch
+    # recipe options (timm / torch building blocks)
+    schedule: str = "plateau"  # plateau: ReduceLROnPlateau on val PR-AUC | cosine: warmup + cosine per step
+    warmup_epochs: float = 0.0  # cosine: linear warmup from lr/100
+    min_lr_factor: float = 0.01  # cosine: the floor is lr * min_lr_factor
+    ema: bool = False  # exponential moving average of weights: validated, checkpointed and saved as the model
+    ema_decay: float = 0.998
+    mixup: float = 0.0  # mixup alpha (0: off)
+    cutmix: float = 0.0  # cutmix alpha (0: off)
+    mix_prob: float = 1.0  # probability of mixing a batch when mixup/cutmix is on
+    label_smoothing: float = 0.0
+    layer_decay: float | None = None  # layer-wise LR decay (e.g. 0.75): lr * decay^(depth from the top)
+    drop_path: float = 0.0  # stochastic depth rate of the backbone
+    augment: str = "classic"  # classic: crop/flips/rotation/jitter | derm: + 90-degree turns, affine, blur, JPEG
 
 
 def _positive_int(v) -> bool:
@@ -126,6 +140,17 @@ RULES: tuple[tuple[str, Any, str, str], ...] = (
     ("train.unfreeze_groups", lambda v: v is None or (isinstance(v, int) and v >= 0), "a whole number >= 0", "2"),
     ("train.limit_train_batches", lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 0),
      "a positive count or fraction", "1.0"),
+    ("train.schedule", lambda v: v in ("plateau", "cosine"), "plateau or cosine", "cosine"),
+    ("train.warmup_epochs", _finite(0, 1000), "a number of epochs >= 0", "1"),
+    ("train.min_lr_factor", _finite(0, 1), "a fraction in [0, 1]", "0.01"),
+    ("train.ema_decay", _finite(0, 1, lo_open=True, hi_open=True), "a number in (0, 1)", "0.998"),
+    ("train.mixup", _finite(0, 100), "an alpha >= 0 (0: off)", "0.2"),
+    ("train.cutmix", _finite(0, 100), "an alpha >= 0 (0: off)", "1.0"),
+    ("train.mix_prob", _finite(0, 1), "a probability in [0, 1]", "0.5"),
+    ("train.label_smoothing", _finite(0, 0.5, hi_open=True), "a number in [0, 0.5)", "0.1"),
+    ("train.layer_decay", lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "None or in (0, 1]", "0.75"),
+    ("train.drop_path", _finite(0, 1, hi_open=True), "a rate in [0, 1)", "0.1"),
+    ("train.augment", lambda v: v in ("classic", "derm"), "classic or derm", "derm"),
     ("demo.n", lambda v: isinstance(v, int) and 10 <= v <= 100_000, "a whole number from 10 to 100000", "600"),
     ("demo.epochs", _positive_int, "a whole number >= 1", "6"),
     ("demo.train_size", lambda v: isinstance(v, int) and 32 <= v <= 1024, "32-1024 pixels", "160"),
@@ -158,6 +183,20 @@ class RunConfig:
         if self.split.folds is not None and self.split.folds < 2:
             raise ConfigError(f"--folds must be at least 2, got {self.split.folds}. Remedy: --folds 5")
         return self
+
+
+#: Named recipes: each sets recipe keys of ``train`` (a layer above the defaults, below --config and flags).
+RECIPES: dict[str, dict[str, Any]] = {
+    # the original default: frozen backbone, then the last stages at lr/10, plateau schedule
+    "classic": {},
+    # full fine-tuning at a higher rate with warmup + cosine
+    "finetune": {"phases": 1, "epochs": 12, "lr": 5e-4, "schedule": "cosine", "warmup_epochs": 1.0},
+    # timm-style: full fine-tuning with layer decay, EMA, label smoothing, light mixup, drop-path and
+    # dermoscopy augmentation (90-degree turns, affine, blur, JPEG)
+    "modern": {"phases": 1, "epochs": 12, "lr": 6e-4, "schedule": "cosine", "warmup_epochs": 1.0, "ema": True,
+               "ema_decay": 0.998, "layer_decay": 0.8, "drop_path": 0.1, "label_smoothing": 0.05, "mixup": 0.2,
+               "cutmix": 0.0, "mix_prob": 0.5, "augment": "derm", "patience": 20},
+}
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -231,6 +270,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Defaults, then ``base`` (a run's saved config.yaml, for --resume), then the YAML file at ``path``
     (if any), then ``overrides`` (dotted keys)."""
     cfg = RunConfig()
+    recipe = _chosen_recipe(path, overrides, base)
+    if recipe not in RECIPES:
+        raise ConfigError(f"--recipe {recipe!r} is not a known recipe ({', '.join(RECIPES)}). Remedy: --recipe classic")
+    cfg = apply_overrides(cfg, {f"train.{k}": v for k, v in RECIPES[recipe].items()}, source=f"recipe {recipe}")
     for path in (base, path):
         if path is None:
             continue
@@ -250,6 +293,26 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     return cfg
+
+
+def _read_yaml(path) -> dict:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}  # load_config reports a broken file with its own message
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _chosen_recipe(path, overrides, base) -> str:
+    """The recipe named by the highest layer that names one (flags, then --config, then the saved run)."""
+    if overrides and "train.recipe" in overrides:
+        return str(overrides["train.recipe"])
+    for p in (path, base):
+        if p is not None:
+            train = _read_yaml(p).get("train")
+            if isinstance(train, dict) and "recipe" in train:
+                return str(train["recipe"])
+    return TrainConfig.recipe
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

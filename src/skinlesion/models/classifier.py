@@ -32,8 +32,8 @@ class LesionClassifier(nn.Module):
 
 
 def build_model(spec: BackboneSpec, task: str = "binary", pretrained: bool = True,
-                weights_file: str | None = None, dropout: float = 0.3) -> LesionClassifier:
-    return LesionClassifier(create_backbone(spec, pretrained, weights_file), task, dropout)
+                weights_file: str | None = None, dropout: float = 0.3, drop_path: float = 0.0) -> LesionClassifier:
+    return LesionClassifier(create_backbone(spec, pretrained, weights_file, drop_path=drop_path), task, dropout)
 
 
 def malignant_probability(logits: torch.Tensor, task: str) -> torch.Tensor:

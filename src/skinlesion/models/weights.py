@@ -57,7 +57,7 @@ def package_state_dict(module_name: str, model: nn.Module) -> dict[str, torch.Te
 
 
 def create_backbone(spec: BackboneSpec, pretrained: bool = True, weights_file: str | Path | None = None,
-                    num_classes: int = 0) -> nn.Module:
+                    num_classes: int = 0, drop_path: float = 0.0) -> nn.Module:
     """Build the backbone (pooled features out when ``num_classes=0``) with weights resolved in order:
     ``weights_file``, the spec's package weights, the timm hub; or random init if not ``pretrained``."""
     import timm
@@ -68,20 +68,21 @@ def create_backbone(spec: BackboneSpec, pretrained: bool = True, weights_file: s
         if weights_file:
             _load_partial(model, read_state_dict(weights_file), weights_file)
         return model
+    extra = {"drop_path_rate": drop_path} if drop_path else {}  # stochastic depth (timm); no-op at eval
     if weights_file:
-        model = timm.create_model(spec.timm_id, pretrained=False, num_classes=num_classes)
+        model = timm.create_model(spec.timm_id, pretrained=False, num_classes=num_classes, **extra)
         _load_partial(model, read_state_dict(weights_file), weights_file)
         return model
     if not pretrained or spec.weights == "none":
-        return timm.create_model(spec.timm_id, pretrained=False, num_classes=num_classes)
+        return timm.create_model(spec.timm_id, pretrained=False, num_classes=num_classes, **extra)
     if spec.weights.startswith("package:"):
-        model = timm.create_model(spec.timm_id, pretrained=False)  # full classifier, to map every tensor
+        model = timm.create_model(spec.timm_id, pretrained=False, **extra)  # full classifier, to map every tensor
         model.load_state_dict(package_state_dict(spec.weights.split(":", 1)[1], model))
         if num_classes != model.num_classes:
             model.reset_classifier(num_classes)
         return model
     try:
-        return timm.create_model(spec.timm_id, pretrained=True, num_classes=num_classes)
+        return timm.create_model(spec.timm_id, pretrained=True, num_classes=num_classes, **extra)
     except Exception as exc:  # hub unreachable (LocalEntryNotFoundError, OSError, HTTP errors...)
         raise WeightsUnavailableError(
             f"could not download ImageNet weights for {spec.name!r} (timm model {spec.timm_id!r}) from the hub: "

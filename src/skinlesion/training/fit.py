@@ -52,9 +52,11 @@ def _precision(cfg_value: str | None) -> str:
 
 
 #: Keys that define what a run trains; ``--resume`` refuses to change them (the rest are how it runs).
-LOCKED_KEYS = ("arch", "task", "image_size", "pretrained", "weights", "epochs", "phases", "phase1_epochs", "lr",
-               "phase2_lr_factor", "weight_decay", "unfreeze_groups", "dropout", "batch_size", "balanced_sampler",
-               "patience", "lr_patience", "seed", "fold", "limit_train_batches", "channels_last")
+LOCKED_KEYS = ("arch", "recipe", "task", "image_size", "pretrained", "weights", "epochs", "phases", "phase1_epochs",
+               "lr", "phase2_lr_factor", "weight_decay", "unfreeze_groups", "dropout", "batch_size", "balanced_sampler",
+               "patience", "lr_patience", "seed", "fold", "limit_train_batches", "channels_last", "schedule",
+               "warmup_epochs", "min_lr_factor", "ema", "ema_decay", "mixup", "cutmix", "mix_prob", "label_smoothing",
+               "layer_decay", "drop_path", "augment")
 
 
 def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
@@ -251,7 +253,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     echo(data.summary)
 
     L.seed_everything(t.seed, workers=True, verbose=False)  # init independent of whether the cache existed
-    model = build_model(spec, t.task, t.pretrained, t.weights, t.dropout)
+    model = build_model(spec, t.task, t.pretrained, t.weights, t.dropout, t.drop_path)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_groups = len(parameter_groups(model.backbone))
@@ -264,8 +266,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     for phase, epochs, lr, unfreeze in _phase_plan(t, spec, n_groups):
         ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
         trainable = set_trainable(model, unfreeze)
-        module = LesionModule(model, t.task, lr, t.weight_decay, data.loss_weight, t.lr_patience, t.channels_last,
-                              phase, offset, data.batch_augment, t.seed, t.compile)
+        module = LesionModule(model, t, lr, data.loss_weight, phase, offset, data.batch_augment)
         state = _phase_state(ckpt_dir)
         if state.get("complete"):
             echo(f"phase {phase}: already complete ({state['epochs']} epochs), skipping")
@@ -274,10 +275,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                                         trainable, offset, resume, progress, echo)
             trained = True
         _load_weights(module, checkpoint_path(run_dir, state["best_path"]))  # the next phase starts from this phase's best weights
+        module.final_model()  # (its EMA weights, with EMA on)
         offset += state["epochs"]
         best = state if best is None or state["best_score"] > best["best_score"] else best
 
     _load_weights(module, checkpoint_path(run_dir, best["best_path"]))
+    module.final_model()
     if trainer is None:  # every phase was already complete: a trainer just for the final validation pass
         trainer, _ = _make_trainer(t, run_dir, 0, 1, offset, progress)
     _quietly(trainer.validate, module, data.loader(data.val), verbose=False)  # gathered across ranks
@@ -294,9 +297,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                    "dataset_root": data_root, "seen_image_ids": seen_ids(split.iloc[np.r_[data.train_idx, data.val_idx]])}
     metrics = {"val": {k: float(v) for k, v in val_metrics.items()}, "best_checkpoint": best["best_path"]}
     config = bundle_config(spec, pre, t.task, t.dropout, metrics, fingerprint)
+    config["recipe"] = {k: getattr(t, k) for k in ("recipe", *LOCKED_KEYS[LOCKED_KEYS.index("schedule"):],
+                                                     "phases", "epochs", "lr")}
     if not trained:  # a finished run resumed: same weights, so its tuned threshold and calibration still hold
         config = keep_tuning(run_dir / "bundle", config)
-    bundle = save_bundle(module.model, config, run_dir / "bundle")
+    bundle = save_bundle(module.final_model(), config, run_dir / "bundle")
     ips = float(history["train_images_per_s"].mul(history["train_seconds"]).sum() / history["train_seconds"].sum()) \
         if len(history) else float("nan")  # all training images over all training time
     return TrainResult(run_dir, bundle, val_metrics, checkpoint_path(run_dir, best["best_path"]), int(offset),

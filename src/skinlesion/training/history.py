@@ -52,7 +52,7 @@ class HistoryRecorder(L.Callback):
         train_s = self._t.get("val_start", time.perf_counter()) - self._t["start"]
         val_s = self._t.get("val_end", 0.0) - self._t.get("val_start", 0.0)
         row = {"epoch": self.epoch_offset + trainer.current_epoch + 1, "phase": self.phase,
-               "lr": trainer.optimizers[0].param_groups[0]["lr"],
+               "lr": max(g["lr"] for g in trainer.optimizers[0].param_groups),  # the head's (top) rate
                "train_loss": m.get("train/loss", math.nan), "val_loss": m.get("val/loss", math.nan),
                **{f"val_{k}": m.get(f"val/{k}", math.nan) for k in
                   ("roc_auc", "pr_auc", "sensitivity", "specificity", "predicted_positive_rate")},

@@ -66,7 +66,7 @@ def build_data(split, cache, pre: Preprocessing, t, gpu_augment: bool) -> TrainD
             f"pos_weight = benign/malignant = {weights.item():.3f}" if t.task == "binary" else
             "class weights " + ", ".join(f"{d}={w:.2f}" for d, w in zip(DX_CODES, weights.tolist())))
     augment = BatchAugment(pre.image_size, pre.mean, pre.std) if gpu_augment else None
-    train_ds = CachedImages(cache, train_idx, targets[train_idx], _identity if gpu_augment else pre.train_transform(),
+    train_ds = CachedImages(cache, train_idx, targets[train_idx], _identity if gpu_augment else pre.train_transform(t.augment),
                             seed=t.seed)
     val_ds = CachedImages(cache, val_idx, targets[val_idx], pre.eval_transform())
     return TrainData(train_ds, val_ds, train_idx, val_idx, loss_weight, sample_w, augment,

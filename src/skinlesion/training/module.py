@@ -13,6 +13,7 @@ from ..data.batch_augment import BatchAugment
 from ..evaluation.metrics import epoch_metrics
 from ..labels import MALIGNANT_CLASS_INDICES
 from ..models.classifier import LesionClassifier, class_probabilities, frozen_eval_mode
+from . import recipe
 
 
 def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:
@@ -39,22 +40,32 @@ class LesionModule(L.LightningModule):
       added by DistributedSampler never counts twice; ``val_predictions`` holds the last epoch's.
     """
 
-    def __init__(self, model: LesionClassifier, task: str, lr: float, weight_decay: float,
-                 loss_weight: torch.Tensor | None, lr_patience: int = 2, channels_last: bool = True,
-                 phase: int = 1, epoch_offset: int = 0, batch_augment: BatchAugment | None = None,
-                 seed: int = 0, compile: bool = False):
+    def __init__(self, model: LesionClassifier, t, lr: float, loss_weight: torch.Tensor | None, phase: int = 1,
+                 epoch_offset: int = 0, batch_augment: BatchAugment | None = None):
         super().__init__()
-        self.model, self.task, self.lr, self.weight_decay = model, task, lr, weight_decay
-        self.lr_patience, self.channels_last, self.phase, self.epoch_offset = lr_patience, channels_last, phase, epoch_offset
-        self.batch_augment, self.seed = batch_augment, seed
+        self.model, self.t, self.task, self.lr = model, t, t.task, lr
+        self.channels_last, self.phase, self.epoch_offset = t.channels_last, phase, epoch_offset
+        self.batch_augment, self.seed = batch_augment, t.seed
         # kept outside the module tree so checkpoints hold plain (uncompiled) parameter names
-        object.__setattr__(self, "_net", torch.compile(model) if compile else model)
-        if task == "binary":
+        object.__setattr__(self, "_net", torch.compile(model) if t.compile else model)
+        self.ema = None
+        if t.ema:  # validated, checkpointed (ema.module.*) and saved as the model (see final_model)
+            from timm.utils import ModelEmaV3
+            self.ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=True)
+        object.__setattr__(self, "mixer", recipe.build_mixer(t, t.task))
+        if t.task == "binary":
             self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=loss_weight)
         else:
             self.loss_fn = nn.CrossEntropyLoss(weight=loss_weight)
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
         self.val_predictions: dict[str, np.ndarray] = {}
+
+    def final_model(self) -> LesionClassifier:
+        """The weights to keep: the EMA copy when EMA is on, else the trained model."""
+        if self.ema is None:
+            return self.model
+        self.model.load_state_dict(self.ema.module.state_dict())
+        return self.model
 
     @property
     def backbone_frozen(self) -> bool:
@@ -69,9 +80,7 @@ class LesionModule(L.LightningModule):
         return self._net(self._prep(x))
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.task == "binary":
-            return self.loss_fn(logits.reshape(-1).float(), y.float())
-        return self.loss_fn(logits.float(), y.long())
+        return recipe.loss_on(self.loss_fn, logits, y, self.task)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y, idx = batch
@@ -82,15 +91,24 @@ class LesionModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
+        target = y
+        if self.mixer is not None and x.dim() == 4 and len(x) % 2 == 0:  # timm's batch mixing needs pairs
+            x, target = self.mixer(x, y.long())
+        elif self.t.label_smoothing > 0:
+            target = recipe.smooth(y, self.task, self.t.label_smoothing)
         if x.dim() == 4 and self.backbone_frozen:
             with torch.no_grad():
                 features = self.model.backbone(self._prep(x))
             logits = self.model.forward_head(features)
         else:
             logits = self(x)
-        loss = self._loss(logits, y)
+        loss = self._loss(logits, target)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
 
     def on_train_epoch_start(self) -> None:
         frozen_eval_mode(self.model)
@@ -101,7 +119,10 @@ class LesionModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y, idx = batch
-        logits = self(x)
+        if self.ema is not None:
+            logits = self.ema.module.forward_head(x) if x.dim() == 2 else self.ema.module(self._prep(x))
+        else:
+            logits = self(x)
         self.log("val/loss", self._loss(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)
         self._val_outputs.append((class_probabilities(logits, self.task).detach(), y.detach(), idx.detach()))
 
@@ -129,10 +150,18 @@ class LesionModule(L.LightningModule):
                      sync_dist=True)  # identical on every rank (gathered); syncing only silences a warning
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=self.lr_patience)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/pr_auc", "interval": "epoch"}}
+        optimizer = recipe.build_optimizer(self.model, self.t, self.lr)
+        return {"optimizer": optimizer,
+                "lr_scheduler": recipe.build_scheduler(optimizer, self.t, self.lr, self.trainer.estimated_stepping_batches,
+                                                       self.trainer.max_epochs)}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if hasattr(scheduler, "step_update"):  # timm: per optimizer step, by the number of updates so far
+            scheduler.step_update(num_updates=self.global_step)
+        elif metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skinlesion"] = {"phase": self.phase, "epoch_offset": self.epoch_offset}

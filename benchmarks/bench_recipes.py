@@ -1,0 +1,176 @@
+"""Recipe ablation on the low-res HAM10000 dev split: one fixed split, each variant trained with its own
+recipe, then validation and test ROC-AUC / PR-AUC with lesion-bootstrap CIs, specificity at 90%
+sensitivity, CPU minutes, and robustness under acquisition shift (a fixed, seeded set of image shifts
+applied to the test split: colour cast, low contrast, half resolution, blur, JPEG q=30) with the drift of
+the validation-tuned threshold's sensitivity under each.
+
+    python benchmarks/bench_recipes.py --variants modern,finetune,classic      # ~25 CPU-min per variant
+    python benchmarks/bench_recipes.py --report                                 # table + JSON of all done
+
+Each variant writes benchmarks/results/recipes/<variant>.json as soon as it finishes (a killed ablation
+keeps the finished variants). Choose on validation; test and shifted test are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from _common import REPO, SHARED, machine, table
+
+RESULTS = REPO / "benchmarks" / "results" / "recipes"
+SHIFTS = ("colour_cast", "low_contrast", "half_resolution", "blur", "jpeg_q30")
+
+
+def shift(img: Image.Image, name: str) -> Image.Image:
+    """Deterministic acquisition shifts (another dermatoscope's colour and contrast, a lower-resolution
+    camera, defocus, heavy compression)."""
+    if name == "colour_cast":  # warmer, slightly darker device: per-channel gains and a gamma
+        a = np.asarray(img, dtype=np.float32) / 255.0
+        a = np.clip((a ** 1.15) * np.array([1.08, 0.96, 0.86]), 0, 1)
+        return Image.fromarray((a * 255 + 0.5).astype(np.uint8))
+    if name == "low_contrast":
+        return ImageEnhance.Brightness(ImageEnhance.Contrast(img).enhance(0.65)).enhance(1.1)
+    if name == "half_resolution":
+        w, h = img.size
+        return img.resize((w // 2, h // 2), Image.BILINEAR).resize((w, h), Image.BILINEAR)
+    if name == "blur":
+        return img.filter(ImageFilter.GaussianBlur(1.5))
+    if name == "jpeg_q30":
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=30)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    raise ValueError(name)
+
+
+def cpu_seconds() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def auc_ci(frame, n_boot: int) -> dict:
+    from skinlesion.evaluation.bootstrap import bootstrap
+    from skinlesion.evaluation.metrics import pr_auc, roc_auc
+    y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
+    est = bootstrap(lambda i: {"roc_auc": roc_auc(y[i], p[i]), "pr_auc": pr_auc(y[i], p[i])},
+                    frame["lesion_id"].to_numpy(), n_boot, 0)
+    return {k: v.to_dict() for k, v in est.items()}
+
+
+def spec_at_sens(y, p, target: float = 0.90) -> float:
+    from skinlesion.evaluation.thresholds import sensitivity_curve
+    _, sens, spec = sensitivity_curve(y, p)
+    return float(spec[np.flatnonzero(sens >= target)[0]])
+
+
+def run_variant(name: str, args) -> dict:
+    import pandas as pd
+
+    from skinlesion.config import load_config
+    from skinlesion.data.images import load_rgb
+    from skinlesion.data.prepare import prepare
+    from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.evaluation.tune import tune_threshold
+    from skinlesion.inference.predictor import Predictor
+    from skinlesion.training.fit import train
+
+    out = Path(args.out)
+    base = out / "_split"
+    overrides = {"data.root": str(args.data), "train.recipe": name, "train.arch": args.arch}
+    if args.epochs:
+        overrides["train.epochs"] = args.epochs
+    if args.limit_train_batches:
+        overrides["train.limit_train_batches"] = args.limit_train_batches
+    cfg = load_config(overrides=overrides).validate()
+    if not (base / "split.csv").is_file():
+        prepare(cfg, base, progress=False)
+    run = out / name
+    if run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    for f in ("split.csv", "split.json"):
+        shutil.copy(base / f, run / f)
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    result = train(cfg, run, progress=False, echo=lambda *a: None)
+    train_wall, train_cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    tune = tune_threshold(run, 0.90)
+    test = evaluate_run(run, n_boot=args.bootstrap, progress=False).metrics
+    val = pd.read_csv(run / "val_predictions.csv", dtype={"image_id": str, "lesion_id": str})
+    test_pred = pd.read_csv(run / "test_predictions.csv", dtype={"image_id": str, "lesion_id": str})
+    from skinlesion.data.metadata import find_images
+    images = find_images(args.data)
+    predictor = Predictor.from_bundle(run / "bundle", batch_size=64, calibrated=False)
+    threshold = predictor.bundle.threshold
+    y = test_pred["label"].to_numpy()
+    row = {"variant": name, "arch": args.arch, "epochs": result.epochs, "train_wall_min": train_wall / 60,
+           "train_cpu_min": train_cpu / 60, "train_images_per_s": result.train_images_per_s,
+           "config": json.loads((run / "bundle/config.json").read_text())["recipe"],
+           "val": auc_ci(val, args.bootstrap), "test": auc_ci(test_pred, args.bootstrap),
+           "val_spec_at_90_sens": spec_at_sens(val["label"].to_numpy(), val["probability"].to_numpy()),
+           "test_spec_at_90_sens": spec_at_sens(y, test_pred["probability"].to_numpy()),
+           "threshold": threshold, "val_sensitivity_at_threshold": tune["chosen"]["sensitivity"],
+           "test_sensitivity_at_threshold": test["at_threshold"]["sensitivity"]["value"], "shifts": {}}
+    for s in SHIFTS:
+        probs = []
+        ids = test_pred["image_id"].tolist()
+        for i in range(0, len(ids), 64):
+            batch = [shift(load_rgb(images[k]), s) for k in ids[i:i + 64]]
+            probs.append(predictor.predict(batch)["probability"].to_numpy())
+        shifted = test_pred.assign(probability=np.concatenate(probs))
+        sens = float(((shifted["probability"] >= threshold) & (shifted["label"] == 1)).sum() / max(y.sum(), 1))
+        row["shifts"][s] = {**auc_ci(shifted, args.bootstrap), "sensitivity_at_threshold": sens,
+                            "sensitivity_drift": sens - row["test_sensitivity_at_threshold"]}
+    row["shifted_mean_roc_auc"] = float(np.mean([v["roc_auc"]["value"] for v in row["shifts"].values()]))
+    row["max_sensitivity_drift"] = float(max(abs(v["sensitivity_drift"]) for v in row["shifts"].values()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({**row, "machine": machine()}, indent=2) + "\n")
+    print(f"{name}: done in {train_wall / 60:.1f} min", flush=True)
+    return row
+
+
+def report() -> str:
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    ci = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
+    head = ["variant", "epochs", "train min", "val ROC-AUC", "val PR-AUC", "test ROC-AUC", "test PR-AUC",
+            "test spec@90%sens", "shifted ROC-AUC (mean)", "worst shift ROC-AUC", "max |sens drift|"]
+    body = [[r["variant"], r["epochs"], f"{r['train_wall_min']:.1f}", ci(r["val"]["roc_auc"]), ci(r["val"]["pr_auc"]),
+             ci(r["test"]["roc_auc"]), ci(r["test"]["pr_auc"]), f"{r['test_spec_at_90_sens']:.3f}",
+             f"{r['shifted_mean_roc_auc']:.3f}", f"{min(v['roc_auc']['value'] for v in r['shifts'].values()):.3f}",
+             f"{r['max_sensitivity_drift']:.3f}"] for r in rows]
+    md = "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n" + "\n".join("| " + " | ".join(map(str, b)) + " |" for b in body)
+    (RESULTS.parent / "recipes_lowres.md").write_text(md + "\n")
+    (RESULTS.parent / "recipes_lowres.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return table(body, head)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(SHARED / "ham10000-lowres"))
+    ap.add_argument("--out", default=str(REPO / "runs" / "recipes"))
+    ap.add_argument("--variants", default="modern,finetune,classic")
+    ap.add_argument("--arch", default="efficientnet_lite0")
+    ap.add_argument("--epochs", type=int, default=None, help="override every variant's epochs (same budget)")
+    ap.add_argument("--limit-train-batches", type=float, default=None, help="smoke runs only")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--report", action="store_true", help="only print/write the table of finished variants")
+    args = ap.parse_args()
+    if not args.report:
+        if not (Path(args.data) / "HAM10000_metadata.csv").is_file():
+            print(f"no data at {args.data} (set --data)", file=sys.stderr)
+            return 2
+        for name in args.variants.split(","):
+            run_variant(name.strip(), args)
+    print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Recipe building blocks, taken from timm and torch: layer-wise LR decay groups, warmup + cosine,
+mixup/cutmix, label smoothing and the losses that accept their soft targets. Pure functions of a
+``TrainConfig`` (``t``); the LightningModule only calls them."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def param_groups(model, weight_decay: float, layer_decay: float | None) -> list[dict]:
+    """Trainable parameters as optimizer groups, each with an ``lr_scale``. With ``layer_decay`` the
+    backbone's layers (timm's fine grouping, stem first) get ``layer_decay ** depth_from_top`` and the
+    head 1.0; without it one group at scale 1.0."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not layer_decay or layer_decay >= 1.0 or not any(p.requires_grad for p in model.backbone.parameters()):
+        return [{"params": trainable, "weight_decay": weight_decay, "lr_scale": 1.0}]
+    from timm.optim import param_groups_layer_decay
+    groups = param_groups_layer_decay(model.backbone, weight_decay=weight_decay, layer_decay=layer_decay,
+                                      no_weight_decay_list=())
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    return [g for g in groups if g["params"]] + [{"params": head, "weight_decay": weight_decay, "lr_scale": 1.0}]
+
+
+def build_optimizer(model, t, lr: float) -> torch.optim.Optimizer:
+    """AdamW over :func:`param_groups`. With the plateau schedule each group's lr is set to lr * lr_scale
+    here; timm's schedulers apply ``lr_scale`` themselves at every update."""
+    groups = param_groups(model, t.weight_decay, t.layer_decay)
+    if t.schedule != "cosine":
+        for g in groups:
+            g["lr"] = lr * g["lr_scale"]
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=t.weight_decay)
+
+
+def build_scheduler(optimizer, t, lr: float, total_steps: int, epochs: int) -> dict:
+    """Lightning's scheduler config: timm's CosineLRScheduler stepped per optimizer step (with a linear
+    warmup from lr/100), or ReduceLROnPlateau on val PR-AUC per epoch."""
+    if t.schedule == "cosine":
+        from timm.scheduler import CosineLRScheduler
+        total = max(1, int(total_steps))
+        warmup = min(int(round(t.warmup_epochs * total / max(epochs, 1))), total - 1)
+        scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=lr * t.min_lr_factor, warmup_t=warmup,
+                                      warmup_lr_init=lr / 100, warmup_prefix=True, t_in_epochs=False)
+        return {"scheduler": scheduler, "interval": "step"}
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=t.lr_patience)
+    return {"scheduler": scheduler, "monitor": "val/pr_auc", "interval": "epoch"}
+
+
+def build_mixer(t, task: str):
+    """timm's Mixup (mixup and/or cutmix, batch mode, with label smoothing folded into the targets), or
+    None when both alphas are 0."""
+    if not (t.mixup > 0 or t.cutmix > 0) or t.mix_prob <= 0:
+        return None
+    from timm.data import Mixup
+    return Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob, mode="batch",
+                 label_smoothing=t.label_smoothing, num_classes=2 if task == "binary" else 7)
+
+
+def smooth(y: torch.Tensor, task: str, label_smoothing: float) -> torch.Tensor:
+    """Soft targets: binary p(malignant) in [ls/2, 1 - ls/2]; 7-class one-hot smoothed over 7 classes."""
+    if task == "binary":
+        return y.float() * (1 - label_smoothing) + label_smoothing / 2
+    return nn.functional.one_hot(y.long(), 7).float() * (1 - label_smoothing) + label_smoothing / 7
+
+
+def loss_on(loss_fn, logits: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
+    """The task's loss for hard (class index) or soft (probability) targets; soft 2-class targets from
+    Mixup become p(malignant) for the single binary logit."""
+    if task == "binary":
+        if target.dim() == 2:
+            target = target[:, 1]
+        return loss_fn(logits.reshape(-1).float(), target.float())
+    return loss_fn(logits.float(), target if target.dim() == 2 else target.long())
