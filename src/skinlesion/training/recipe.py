@@ -38,7 +38,7 @@ def build_scheduler(optimizer, t, lr: float, total_steps: int, epochs: int) -> d
         from timm.scheduler import CosineLRScheduler
         total = max(1, int(total_steps))
         warmup = min(int(round(t.warmup_epochs * total / max(epochs, 1))), total - 1)
-        scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=lr * t.min_lr_factor, warmup_t=warmup,
+        scheduler = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=lr * t.min_lr_factor, warmup_t=warmup,
                                       warmup_lr_init=lr / 100, warmup_prefix=True, t_in_epochs=False)
         return {"scheduler": scheduler, "interval": "step"}
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=t.lr_patience)
