@@ -119,3 +119,20 @@ def test_every_named_recipe_trains_and_is_recorded(name, demo_data, tmp_path):
     assert len(history) == 2 and 0 <= result.val_metrics["roc_auc"] <= 1
     if RECIPES[name].get("schedule") == "cosine":
         assert history["lr"].iloc[1] < history["lr"].iloc[0] * 1.5  # per-step schedule, logged per epoch
+
+
+def test_lr_find_sweeps_writes_a_plot_and_suggests_a_usable_lr(demo_data, tmp_path, capsys):
+    from skinlesion.cli import main
+    run = tmp_path / "run"
+    common = ["--data", str(demo_data), "--out", str(run), "--arch", "simple_cnn", "--image-size", "32",
+              "--num-workers", "0", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(["lr-find", *common, "--num-training", "30", "--min-lr", "1e-5", "--max-lr", "1"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((run / "lr_find.json").read_text())
+    lrs = np.array(result["lr"])
+    assert len(lrs) >= 20 and np.all(np.diff(lrs) > 0) and lrs[0] >= 1e-5 and lrs[-1] <= 1.0
+    assert (run / "plots/lr_find.png").stat().st_size > 1000 and not (run / "checkpoints").exists()
+    lr = result["suggested_lr"]
+    assert lr is not None and 1e-5 <= lr <= 1 and f"--lr {lr:.2e}" in out
+    assert main(["train", *common, "--epochs", "1", "--lr", f"{lr:.2e}", "--limit-train-batches", "2"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["lr"] == pytest.approx(float(f"{lr:.2e}"))

@@ -160,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
+    p = verb("lr-find", "Lightning's learning-rate finder on the run's training split: a plot and a suggested --lr")
+    _add_data_opts(p)
+    _add_train_opts(p)
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (its split is made if absent)")
+    p.add_argument("--num-training", type=int, default=100, help="steps of the sweep (default: 100)")
+    p.add_argument("--min-lr", type=float, default=1e-7, help="start of the sweep (default: 1e-7)")
+    p.add_argument("--max-lr", type=float, default=1.0, help="end of the sweep (default: 1)")
+    p.set_defaults(func=cmd_lr_find)
+
     p = verb("tune-threshold", "choose the decision threshold on validation probabilities (writes threshold.json, updates the bundle)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--target-sensitivity", type=float, default=0.90, help="minimum validation sensitivity (default: 0.90)")
@@ -270,6 +279,15 @@ def cmd_train(args, cfg) -> int:
     if result is None:  # a DDP rank other than 0: rank 0 reports and writes the run's artifacts
         return 0
     print_train_result(result)
+    return 0
+
+
+def cmd_lr_find(args, cfg) -> int:
+    from .training.lr_find import lr_find
+    result = lr_find(cfg, args.out, args.num_training, args.min_lr, args.max_lr, progress=not args.quiet)
+    lr = result["suggested_lr"]
+    print(f"suggested learning rate: {lr:.2e}  (use it as --lr {lr:.2e}; plot: {Path(args.out) / 'plots' / 'lr_find.png'})"
+          if lr else "no suggestion (the loss did not fall); see the plot")
     return 0
 
 

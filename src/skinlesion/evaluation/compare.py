@@ -1,7 +1,6 @@
 """`compare`: headline metrics of several runs side by side, and a paired ROC-AUC test."""
 from __future__ import annotations
 
-import json
 from itertools import combinations
 from pathlib import Path
 

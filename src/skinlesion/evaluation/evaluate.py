@@ -2,7 +2,6 @@
 plot, report.html and model_card.md."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -20,13 +20,15 @@ from .. import atomic
 from ..config import RunConfig, save_config
 from ..data.cache import build_cache, default_num_workers
 from ..data.metadata import DataError
-from ..data.run import RunContext, binding, check_binding, open_run, read_json
+from ..data.run import RunContext, binding, open_run
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, keep_tuning, save_bundle, seen_ids
 from ..inference.predictor import prediction_frame
 from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
+from .checkpoints import (LOCKED_KEYS, _load_weights, check_checkpoint_binding, check_resume_config,
+                          checkpoint_path, verify_checkpoints)
 from .history import HistoryRecorder, plot_history, read_history
 from .loaders import build_data, cache_features
 from .module import LesionModule
@@ -49,37 +51,6 @@ def _precision(cfg_value: str | None) -> str:
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
-
-
-#: Keys that define what a run trains; ``--resume`` refuses to change them (the rest are how it runs).
-LOCKED_KEYS = ("arch", "recipe", "task", "image_size", "pretrained", "weights", "epochs", "phases", "phase1_epochs",
-               "lr", "phase2_lr_factor", "weight_decay", "unfreeze_groups", "dropout", "batch_size", "balanced_sampler",
-               "patience", "lr_patience", "seed", "fold", "limit_train_batches", "channels_last", "schedule",
-               "warmup_epochs", "min_lr_factor", "ema", "ema_decay", "mixup", "cutmix", "mix_prob", "label_smoothing",
-               "layer_decay", "drop_path", "augment")
-
-
-def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse a ``--resume`` that would change what the run trains, before anything is written."""
-    from ..config import ConfigError, load_config
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return
-    saved = load_config(path).train
-    changed = [k for k in LOCKED_KEYS if getattr(cfg.train, k) != getattr(saved, k)
-               and not (k == "image_size" and cfg.train.image_size is None)]
-    if changed:
-        diff = ", ".join(f"{k}: {getattr(saved, k)!r} in the run, {getattr(cfg.train, k)!r} now" for k in changed)
-        raise ConfigError(f"--resume cannot change what {run_dir} trains ({diff}). Remedy: resume without those "
-                          "flags (the run's config.yaml is used), or train the new settings into a new --out.")
-
-
-def check_checkpoint_binding(ctx: RunContext, ckpt_dir: Path) -> None:
-    path = ckpt_dir / "binding.json"
-    if path.is_file():
-        check_binding(read_json(path, "written by train"), ctx, f"the checkpoints in {ckpt_dir}")
-    elif any(ckpt_dir.rglob("*.ckpt")):
-        check_binding(None, ctx, f"the checkpoints in {ckpt_dir}")
 
 
 def _split_with_paths(cfg: RunConfig, run_dir: Path, progress: bool, echo) -> tuple[RunContext, pd.DataFrame, str]:
@@ -128,50 +99,6 @@ def _phase_state(ckpt_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def checkpoint_path(run_dir: Path, recorded: str) -> Path:
-    """A checkpoint path recorded in the run dir, resolved inside it; anything pointing outside is refused
-    (a copied run must not silently read the original run's weights)."""
-    path = (run_dir / recorded).resolve() if not Path(recorded).is_absolute() else Path(recorded).resolve()
-    if not path.is_relative_to((run_dir / "checkpoints").resolve()):
-        raise DataError(f"{run_dir}: a checkpoint path recorded in the run ({recorded}) points outside "
-                        f"{run_dir / 'checkpoints'}. Remedy: train again in a new --out.")
-    return path
-
-
-def _safe_load(ckpt: Path) -> dict:
-    """A checkpoint's content, read without unpickling objects (``weights_only=True``)."""
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
-            raise ValueError("no state_dict")
-        return state
-    except Exception as exc:  # noqa: BLE001 - any failure here means the file is not our checkpoint
-        raise DataError(f"{ckpt}: not a loadable skinlesion checkpoint ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); only plain tensors and numbers are "
-                        "read from checkpoints. Remedy: delete it and train again.") from None
-
-
-def verify_checkpoints(run_dir: Path) -> None:
-    """Before ``--resume`` writes anything: every checkpoint loads as plain tensors and every recorded
-    path stays inside the run."""
-    ckpt_dir = run_dir / "checkpoints"
-    for phase_json in sorted(ckpt_dir.glob("phase*/phase.json")):
-        best = checkpoint_path(run_dir, str(read_json(phase_json, "written by train").get("best_path", "")))
-        if not best.is_file():
-            raise DataError(f"{phase_json} names {best}, which does not exist. Remedy: train again in a new --out.")
-    for ckpt in sorted(ckpt_dir.rglob("*.ckpt")):
-        _safe_load(ckpt)
-
-
-def _load_weights(module: LesionModule, ckpt: Path) -> None:
-    """Load a checkpoint's weights without unpickling objects (``weights_only=True``)."""
-    try:
-        module.load_state_dict(_safe_load(ckpt)["state_dict"])
-    except RuntimeError as exc:
-        raise DataError(f"{ckpt}: its weights do not fit this run's model ({str(exc).splitlines()[0][:200]}). "
-                        "Remedy: delete it and train again.") from None
-
-
 def _accelerator_is_cuda(t) -> bool:
     return torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
 
@@ -216,20 +143,30 @@ def _quietly(run, *args, **kwargs):
         return run(*args, **kwargs)
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print) -> TrainResult | None:
-    """Train ``cfg.train.arch`` on the run's split; write checkpoints, metrics.csv, val_predictions.csv,
-    plots/training_history.png and bundle/ into ``run_dir``. Under DDP every rank runs this; only
-    rank 0 writes the run's artifacts and gets a result (other ranks get None)."""
-    t_start = time.perf_counter()
+@dataclass
+class TrainSetup:
+    """What every phase (and lr-find) shares: the resolved config, the split, the model and its data."""
+
+    cfg: RunConfig
+    run_dir: Path
+    ctx: RunContext
+    split: pd.DataFrame
+    data_root: str
+    spec: object
+    pre: Preprocessing
+    data: object
+    model: torch.nn.Module
+    n_groups: int
+
+
+def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, echo, write: bool = True) -> TrainSetup:
+    """Checks (resume, binding, checkpoints), the split with paths, the image cache, datasets and the model;
+    with ``write`` (rank 0 of train) the resolved config.yaml and checkpoints/binding.json are written."""
     if not progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.train
     cfg.validate()
-    if not resume and _rank() == 0 and (run_dir / "checkpoints").exists():
-        raise FileExistsError(f"{run_dir} already has checkpoints. Remedy: pass --resume to continue it, or choose "
-                              "a new --out")
     if resume:
         check_resume_config(cfg, run_dir)
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -240,7 +177,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
     pre = Preprocessing.for_spec(spec)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
-    if _rank() == 0:
+    t = cfg.train
+    if write and _rank() == 0:
         save_config(cfg, run_dir)
         atomic.write_json(run_dir / "checkpoints" / "binding.json", binding(ctx))
 
@@ -249,7 +187,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     gpu_augment = t.gpu_augment if t.gpu_augment is not None else _accelerator_is_cuda(t)
     data = build_data(split, cache, pre, t, gpu_augment)
     if len(data.val_idx) == 0:
-        raise DataError(f"{run_dir / 'split.csv'} has no validation images; re-run prepare with a val ratio > 0")
+        raise DataError(f"{run_dir / 'split.csv'} has no validation images. Remedy: re-run prepare with a val ratio > 0")
     echo(data.summary)
 
     L.seed_everything(t.seed, workers=True, verbose=False)  # init independent of whether the cache existed
@@ -261,6 +199,21 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n_groups} parameter groups; "
          f"train {len(data.train_idx)} / val {len(data.val_idx)} images"
          + ("; augmentation on the device" if gpu_augment else ""))
+    return TrainSetup(cfg, run_dir, ctx, split, data_root, spec, pre, data, model, n_groups)
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print) -> TrainResult | None:
+    """Train ``cfg.train.arch`` on the run's split; write checkpoints, metrics.csv, val_predictions.csv,
+    plots/training_history.png and bundle/ into ``run_dir``. Under DDP every rank runs this; only
+    rank 0 writes the run's artifacts and gets a result (other ranks get None)."""
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    if not resume and _rank() == 0 and (run_dir / "checkpoints").exists():
+        raise FileExistsError(f"{run_dir} already has checkpoints. Remedy: pass --resume to continue it, or choose "
+                              "a new --out")
+    st = setup_training(cfg, run_dir, resume, progress, echo)
+    cfg, t, ctx, split, data_root, spec, pre, data, model, n_groups = (
+        st.cfg, st.cfg.train, st.ctx, st.split, st.data_root, st.spec, st.pre, st.data, st.model, st.n_groups)
 
     offset, best, module, trainer, trained = 0, None, None, None, False
     for phase, epochs, lr, unfreeze in _phase_plan(t, spec, n_groups):

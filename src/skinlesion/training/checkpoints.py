@@ -1,0 +1,85 @@
+"""Checkpoints of a run: what --resume may not change, binding to the split, and loading weights
+without unpickling objects (``weights_only=True``) from paths that stay inside the run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..data.metadata import DataError
+from ..data.run import RunContext, check_binding, read_json
+
+#: Keys that define what a run trains; ``--resume`` refuses to change them (the rest are how it runs).
+LOCKED_KEYS = ("arch", "recipe", "task", "image_size", "pretrained", "weights", "epochs", "phases", "phase1_epochs",
+               "lr", "phase2_lr_factor", "weight_decay", "unfreeze_groups", "dropout", "batch_size", "balanced_sampler",
+               "patience", "lr_patience", "seed", "fold", "limit_train_batches", "channels_last", "schedule",
+               "warmup_epochs", "min_lr_factor", "ema", "ema_decay", "mixup", "cutmix", "mix_prob", "label_smoothing",
+               "layer_decay", "drop_path", "augment")
+
+
+def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a ``--resume`` that would change what the run trains, before anything is written."""
+    from ..config import ConfigError, load_config
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    saved = load_config(path).train
+    changed = [k for k in LOCKED_KEYS if getattr(cfg.train, k) != getattr(saved, k)
+               and not (k == "image_size" and cfg.train.image_size is None)]
+    if changed:
+        diff = ", ".join(f"{k}: {getattr(saved, k)!r} in the run, {getattr(cfg.train, k)!r} now" for k in changed)
+        raise ConfigError(f"--resume cannot change what {run_dir} trains ({diff}). Remedy: resume without those "
+                          "flags (the run's config.yaml is used), or train the new settings into a new --out.")
+
+
+def check_checkpoint_binding(ctx: RunContext, ckpt_dir: Path) -> None:
+    path = ckpt_dir / "binding.json"
+    if path.is_file():
+        check_binding(read_json(path, "written by train"), ctx, f"the checkpoints in {ckpt_dir}")
+    elif any(ckpt_dir.rglob("*.ckpt")):
+        check_binding(None, ctx, f"the checkpoints in {ckpt_dir}")
+
+
+def checkpoint_path(run_dir: Path, recorded: str) -> Path:
+    """A checkpoint path recorded in the run dir, resolved inside it; anything pointing outside is refused
+    (a copied run must not silently read the original run's weights)."""
+    path = (run_dir / recorded).resolve() if not Path(recorded).is_absolute() else Path(recorded).resolve()
+    if not path.is_relative_to((run_dir / "checkpoints").resolve()):
+        raise DataError(f"{run_dir}: a checkpoint path recorded in the run ({recorded}) points outside "
+                        f"{run_dir / 'checkpoints'}. Remedy: train again in a new --out.")
+    return path
+
+
+def _safe_load(ckpt: Path) -> dict:
+    """A checkpoint's content, read without unpickling objects (``weights_only=True``)."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+            raise ValueError("no state_dict")
+        return state
+    except Exception as exc:  # noqa: BLE001 - any failure here means the file is not our checkpoint
+        raise DataError(f"{ckpt}: not a loadable skinlesion checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); only plain tensors and numbers are "
+                        "read from checkpoints. Remedy: delete it and train again.") from None
+
+
+def verify_checkpoints(run_dir: Path) -> None:
+    """Before ``--resume`` writes anything: every checkpoint loads as plain tensors and every recorded
+    path stays inside the run."""
+    ckpt_dir = run_dir / "checkpoints"
+    for phase_json in sorted(ckpt_dir.glob("phase*/phase.json")):
+        best = checkpoint_path(run_dir, str(read_json(phase_json, "written by train").get("best_path", "")))
+        if not best.is_file():
+            raise DataError(f"{phase_json} names {best}, which does not exist. Remedy: train again in a new --out.")
+    for ckpt in sorted(ckpt_dir.rglob("*.ckpt")):
+        _safe_load(ckpt)
+
+
+def _load_weights(module, ckpt: Path) -> None:
+    """Load a checkpoint's weights without unpickling objects (``weights_only=True``)."""
+    try:
+        module.load_state_dict(_safe_load(ckpt)["state_dict"])
+    except RuntimeError as exc:
+        raise DataError(f"{ckpt}: its weights do not fit this run's model ({str(exc).splitlines()[0][:200]}). "
+                        "Remedy: delete it and train again.") from None
