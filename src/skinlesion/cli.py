@@ -22,9 +22,27 @@ def _opt(parser: argparse.ArgumentParser, flag: str, key: str, help: str, **kw) 
     parser.add_argument(flag, dest=key, default=argparse.SUPPRESS, help=f"{help} (default: {shown})", **kw)
 
 
-def _add_data_opts(p: argparse.ArgumentParser, required: bool = True) -> None:
+class _MetadataFlag(argparse.Action):
+    """``--metadata`` on training verbs: a list of fields (``age,sex,localization``) selects metadata
+    features; anything else is the metadata CSV's path, as on every other verb."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        from .data.tabular import ALIASES, FIELDS, REFUSED
+        parts = [v.strip().lower() for v in value.split(",")]
+        known = set(FIELDS) | set(ALIASES) | set(REFUSED)
+        is_fields = all(p in known for p in parts) and not value.lower().endswith(".csv")
+        setattr(namespace, "train.metadata" if is_fields else "data.metadata", value)
+
+
+def _add_data_opts(p: argparse.ArgumentParser, required: bool = True, features: bool = False) -> None:
     _opt(p, "--data", "data.root", "dataset root: HAM10000_metadata.csv plus images anywhere below", metavar="DIR")
-    _opt(p, "--metadata", "data.metadata", "metadata CSV if not DIR/HAM10000_metadata.csv", metavar="CSV")
+    if features:
+        p.add_argument("--metadata", action=_MetadataFlag, default=argparse.SUPPRESS, metavar="CSV|FIELDS",
+                       help="metadata CSV if not DIR/HAM10000_metadata.csv; or, as a comma list of age,sex,"
+                            "localization, the patient fields fused with the image (dx_type is refused: it "
+                            "encodes the label)")
+    else:
+        _opt(p, "--metadata", "data.metadata", "metadata CSV if not DIR/HAM10000_metadata.csv", metavar="CSV")
     _opt(p, "--allow-missing", "data.allow_missing", "fraction of images that may be missing or corrupt; "
          "they are dropped and reported", type=float, metavar="FRACTION")
     _opt(p, "--verify", "data.verify", "decode every image once to find corrupt files", action="store_true")
@@ -92,6 +110,8 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     _opt(g, "--layer-decay", "train.layer_decay", "layer-wise LR decay, e.g. 0.75 (None: off)", type=float)
     _opt(g, "--drop-path", "train.drop_path", "stochastic depth rate", type=float)
     _opt(g, "--augment", "train.augment", "augmentation policy", choices=["classic", "derm"])
+    _opt(g, "--metadata-dropout", "train.metadata_dropout", "probability of hiding a metadata field in training",
+         type=float)
 
 
 def _num(text: str):
@@ -154,14 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_make_demo_data)
 
     p = verb("train", "train a classifier on a run's split (running prepare first if needed) and save a bundle")
-    _add_data_opts(p)
+    _add_data_opts(p, features=True)
     _add_train_opts(p)
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (split, checkpoints, bundle)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = verb("lr-find", "Lightning's learning-rate finder on the run's training split: a plot and a suggested --lr")
-    _add_data_opts(p)
+    _add_data_opts(p, features=True)
     _add_train_opts(p)
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (its split is made if absent)")
     p.add_argument("--num-training", type=int, default=100, help="steps of the sweep (default: 100)")
@@ -196,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = verb("run", "prepare -> train -> tune-threshold -> evaluate on a real dataset in one go")
-    _add_data_opts(p)
+    _add_data_opts(p, features=True)
     _add_train_opts(p)
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
     p.add_argument("--target-sensitivity", type=float, default=0.90, help="for tune-threshold (default: 0.90)")

@@ -106,6 +106,9 @@ class TrainConfig:
     layer_decay: float | None = None  # layer-wise LR decay (e.g. 0.75): lr * decay^(depth from the top)
     drop_path: float = 0.0  # stochastic depth rate of the backbone
     augment: str = "classic"  # classic: crop/flips/rotation/jitter | derm: + 90-degree turns, affine, blur, JPEG
+    # metadata fusion: patient fields fused with the image features (age, sex, localization)
+    metadata: tuple[str, ...] = ()
+    metadata_dropout: float = 0.2  # per field and sample in training: the field is replaced by "missing"
 
 
 def _positive_int(v) -> bool:
@@ -151,6 +154,7 @@ RULES: tuple[tuple[str, Any, str, str], ...] = (
     ("train.layer_decay", lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1), "None or in (0, 1]", "0.75"),
     ("train.drop_path", _finite(0, 1, hi_open=True), "a rate in [0, 1)", "0.1"),
     ("train.augment", lambda v: v in ("classic", "derm"), "classic or derm", "derm"),
+    ("train.metadata_dropout", _finite(0, 1, hi_open=True), "a probability in [0, 1)", "0.2"),
     ("demo.n", lambda v: isinstance(v, int) and 10 <= v <= 100_000, "a whole number from 10 to 100000", "600"),
     ("demo.epochs", _positive_int, "a whole number >= 1", "6"),
     ("demo.train_size", lambda v: isinstance(v, int) and 32 <= v <= 1024, "32-1024 pixels", "160"),
@@ -180,6 +184,8 @@ class RunConfig:
             section, _, name = dotted.partition(".")
             check_value(dotted, getattr(getattr(self, section), name), check, what, remedy)
         check_ratios(self.split.ratios)
+        from .data.tabular import parse_fields
+        parse_fields(self.train.metadata)
         if self.split.folds is not None and self.split.folds < 2:
             raise ConfigError(f"--folds must be at least 2, got {self.split.folds}. Remedy: --folds 5")
         return self
@@ -209,6 +215,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
     if origin is tuple:
+        if isinstance(value, str) and args[-1] is Ellipsis and args[0] is str:  # "age,sex" from a flag
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
             raise ConfigError(f"config key {key!r}: expected a list of {len(args)} values, got {value!r}")
         elem_types = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)

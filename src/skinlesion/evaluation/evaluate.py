@@ -42,25 +42,29 @@ def _with_metadata(preds: pd.DataFrame, metadata_path: str | None) -> pd.DataFra
 
 
 def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, batch_size: int, workers: int,
-                  tta: bool = False) -> pd.DataFrame:
-    """Eval-mode predictions on cached images: image_id, lesion_id, dx, label, probability (+ p_<dx>)."""
+                  tta: bool = False, meta: torch.Tensor | None = None) -> pd.DataFrame:
+    """Eval-mode predictions on cached images: image_id, lesion_id, dx, label, probability (+ p_<dx>);
+    ``meta``: encoded metadata, one row per dataset row (None: image only / every field missing)."""
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     device = next(model.parameters()).device
-    probs, classes = zip(*[forward_probs(model, x.to(device), task, tta) for x, _, _ in loader])
+    probs, classes = zip(*[forward_probs(model, x.to(device), task, tta, None if meta is None else meta[i])
+                           for x, _, i in loader])
     return prediction_frame(rows, torch.cat(probs).cpu().numpy(), torch.cat(classes).cpu().numpy(), task)
 
 
 def predict_split(bundle: Bundle, split: pd.DataFrame, which: str, tta: bool, batch_size: int, workers: int,
-                  cache_dir: str | None, progress: bool) -> pd.DataFrame:
-    """Predictions for the rows of split ``which`` from the run's decoded-image cache."""
+                  cache_dir: str | None, progress: bool, use_metadata: bool = True) -> pd.DataFrame:
+    """Predictions for the rows of split ``which`` from the run's decoded-image cache (with the rows'
+    metadata columns for a metadata model, unless ``use_metadata`` is False)."""
     rows_idx = np.flatnonzero(split["split"].to_numpy() == which)
     if not len(rows_idx):
         raise DataError(f"the split has no '{which}' images; choose --split train, val or test")
     cache = build_cache(split["path"].tolist(), bundle.preprocessing, cache_dir, workers, progress)
     targets = np.array([label_for(dx, bundle.task) for dx in split["dx"].iloc[rows_idx]])
     ds = CachedImages(cache, rows_idx, targets, bundle.preprocessing.eval_transform())
-    return predict_frame(bundle.model, ds, split.iloc[rows_idx], bundle.task, batch_size, workers, tta)
+    meta = bundle.encode_metadata(split.iloc[rows_idx]) if use_metadata else None
+    return predict_frame(bundle.model, ds, split.iloc[rows_idx], bundle.task, batch_size, workers, tta, meta)
 
 
 def _fit_temperature(val_preds: pd.DataFrame) -> float:
@@ -73,7 +77,14 @@ def run_context(run_dir: Path, bundle: Bundle) -> tuple[RunContext, pd.DataFrame
     trained = bundle.config.get("training_data") or {}
     ctx = open_run(run_dir, trained.get("fold"))
     check_binding(trained, ctx, f"the model in {run_dir / 'bundle'}")
-    return ctx, ctx.with_paths(trained.get("dataset_root"))
+    split = ctx.with_paths(trained.get("dataset_root"))
+    if bundle.encoder is not None:  # the rows' patient metadata, for a model that fuses it
+        path = ctx.summary.get("dataset", {}).get("metadata")
+        if path and Path(path).is_file():
+            meta = read_metadata(path)
+            cols = [c for c in bundle.encoder.fields if c in meta.columns]
+            split = split.merge(meta[["image_id", *cols]], on="image_id", how="left")
+    return ctx, split
 
 
 def bound_val_predictions(ctx: RunContext) -> pd.DataFrame:
@@ -113,6 +124,10 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
         from ..config import load_config
         cache_dir = load_config(run_dir / "config.yaml").train.cache_dir
     preds = predict_split(bundle, split, split_name, tta, batch_size, workers, cache_dir, progress)
+    extra = {**binding(ctx)}
+    if bundle.encoder is not None:  # the same model with every metadata field missing: what metadata adds
+        image_only = predict_split(bundle, split, split_name, tta, batch_size, workers, cache_dir, progress, False)
+        extra["metadata_ablation"] = metadata_ablation(preds, image_only, bundle.encoder.fields, n_boot, seed)
     temperature = (bundle.config.get("calibration") or {}).get("temperature")
     if calibrate:
         val_preds = bound_val_predictions(ctx) if not tta else \
@@ -120,8 +135,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
         temperature = _fit_temperature(val_preds)
     preds = _with_metadata(preds, ctx.summary.get("dataset", {}).get("metadata"))
     out_dir = run_dir if split_name == "test" else run_dir / f"eval-{split_name}"
-    result = _finish(bundle, preds, out_dir, split_name, tta, temperature, n_boot, seed, run_dir,
-                     extra={**binding(ctx)})
+    result = _finish(bundle, preds, out_dir, split_name, tta, temperature, n_boot, seed, run_dir, extra=extra)
     changes = {}
     if calibrate:
         changes["calibration"] = {"temperature": temperature, "fit_on": "val", "method": "temperature scaling",
@@ -152,7 +166,8 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
                         "evaluate the run's held-out test split with `skinlesion evaluate RUN_DIR`, or remove those "
                         "images from the external set.")
     predictor = Predictor(bundle, batch_size=batch_size, tta=tta, calibrated=False)
-    out = predictor.predict_paths(ds.frame["path"].tolist(), default_num_workers(num_workers), progress)
+    out = predictor.predict_paths(ds.frame["path"].tolist(), default_num_workers(num_workers), progress,
+                                  metadata=ds.frame)
     failed = out[out["error"] != ""]
     if len(failed):
         raise DataError(f"{len(failed)} image(s) could not be decoded: " + "; ".join(failed["error"].head(5))
@@ -165,6 +180,22 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
     return _finish(bundle, preds, Path(out_dir), "external", tta, temperature, n_boot, seed, None,
                    data_description=f"external dataset {Path(data).resolve()} (every image, no split)",
                    extra={"data_root": str(Path(data).resolve())})
+
+
+def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_boot: int, seed: int) -> dict:
+    """ROC-AUC / PR-AUC of the metadata model with its metadata and with every field missing (same images),
+    and the paired bootstrap difference of the ROC-AUC."""
+    from .bootstrap import bootstrap, paired_difference
+    from .metrics import pr_auc, roc_auc
+    y, groups = with_meta["label"].to_numpy(), with_meta["lesion_id"].to_numpy()
+    out = {"fields": list(fields)}
+    for name, frame in (("with_metadata", with_meta), ("image_only", without)):
+        p = frame["probability"].to_numpy()
+        est = bootstrap(lambda i, p=p: {"roc_auc": roc_auc(y[i], p[i]), "pr_auc": pr_auc(y[i], p[i])}, groups, n_boot, seed)
+        out[name] = {k: v.to_dict() for k, v in est.items()}
+    out["roc_auc_difference"] = paired_difference(roc_auc, y, with_meta["probability"], without["probability"], groups,
+                                                  n_boot, seed)
+    return out
 
 
 def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str, tta: bool, temperature: float | None,

@@ -86,6 +86,15 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
               + _img(plots / f"{split}_thresholds.png", "Sensitivity/specificity vs threshold") + "</div>"]
     parts += ["<h2>Per diagnosis</h2><p>Share of each dx called malignant: recall for akiec/bcc/mel, false-positive rate for the others.</p>",
               _html_table(["dx", "class", "n", "called malignant"], _per_dx_rows(metrics)), _img(plots / f"{split}_per_dx.png", "Per dx")]
+    if "metadata_ablation" in metrics:
+        m = metrics["metadata_ablation"]
+        d = m["roc_auc_difference"]
+        parts += [f"<h2>Metadata ({html.escape(', '.join(m['fields']))})</h2><p>The same model with its patient "
+                  "metadata and with every field missing (image only), on the same images.</p>",
+                  _html_table(["input", "ROC-AUC", "PR-AUC"], [(k.replace("_", " "), _fmt(m[k]["roc_auc"]), _fmt(m[k]["pr_auc"]))
+                                                             for k in ("with_metadata", "image_only")]),
+                  f"<p>ROC-AUC difference {d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], paired "
+                  f"bootstrap p = {d['p_value']:.4f}.</p>"]
     parts.append("<h2>Subgroups</h2>")
     for col, rows in _subgroup_rows(metrics).items():
         parts += [f"<h3>{col}</h3>", _html_table([col, "n", "malignant", "ROC-AUC", "sensitivity", "specificity"], rows)]

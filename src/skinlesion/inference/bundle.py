@@ -197,6 +197,18 @@ class Bundle:
     def threshold(self) -> float:
         return float(self.config["threshold"]["value"])
 
+    @property
+    def encoder(self):
+        """The metadata encoder of a model trained with --metadata (None for image-only models)."""
+        from ..data.tabular import MetadataEncoder
+        meta = self.config.get("metadata")
+        return MetadataEncoder.from_dict(meta) if meta else None
+
+    def encode_metadata(self, frame) -> torch.Tensor | None:
+        """Encoded metadata rows for ``frame`` (missing columns and values allowed), or None."""
+        enc = self.encoder
+        return None if enc is None or frame is None else torch.from_numpy(enc.encode(frame))
+
 
 def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
     """Rebuild the model from config.json (no weights download) and load model.safetensors."""
@@ -209,7 +221,9 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
     try:
         b = dict(config["backbone"])
         spec = BackboneSpec(**{**b, "mean": tuple(b["mean"]), "std": tuple(b["std"])})
-        model = build_model(spec, config["task"], pretrained=False, dropout=float(config["head"]["dropout"]))
+        meta_dim = int((config.get("metadata") or {}).get("dim", 0))
+        model = build_model(spec, config["task"], pretrained=False, dropout=float(config["head"]["dropout"]),
+                            meta_dim=meta_dim)
     except SkinlesionError:
         raise
     except Exception as exc:  # noqa: BLE001 - an unknown architecture or a damaged backbone entry

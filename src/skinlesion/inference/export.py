@@ -33,11 +33,13 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
     bundle = load_bundle(bundle_dir)
     pre, model = bundle.preprocessing, bundle.model.eval()
     s = pre.image_size
-    dummy = torch.randn(2, 3, s, s)
+    encoder = bundle.encoder
+    dummy = (torch.randn(2, 3, s, s),) + ((torch.zeros(2, encoder.dim),) if encoder else ())
+    names = ["image"] + (["metadata"] if encoder else [])
     with atomic.atomic_path(out) as tmp:
-        torch.onnx.export(model, (dummy,), str(tmp), input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                          dynamo=False)
+        torch.onnx.export(model, dummy, str(tmp), input_names=names, output_names=["logits"],
+                          dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
+                          opset_version=opset, dynamo=False)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         if sample_images:
             try:
@@ -49,13 +51,22 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
             x = torch.stack([pre.eval_transform()(torch.randint(0, 256, (3, pre.resize_size, pre.resize_size),
                                                                 dtype=torch.uint8, generator=torch.Generator().manual_seed(i)))
                              for i in range(3)])
+        feeds = {"image": x.numpy()}
+        if encoder:  # parity on real encodings: every field missing, and a filled-in row
+            import pandas as pd
+            rows = pd.DataFrame([{"age": 55 + 10 * i, "sex": ["male", "female", None][i % 3],
+                                  "localization": ["back", None, "face"][i % 3]} for i in range(len(x))])
+            rows.iloc[0] = None
+            feeds["metadata"] = encoder.encode(rows)
         with torch.no_grad():
-            expected = model(x).numpy()
-        got = session.run(["logits"], {"image": x.numpy()})[0]
+            expected = model(*[torch.from_numpy(v) for v in feeds.values()]).numpy()
+        got = session.run(["logits"], feeds)[0]
         diff = float(np.abs(expected - got).max())
         if diff > PARITY_TOLERANCE:
             raise ParityError(f"onnxruntime differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE}); model not written")
-    meta = {"model": out.name, "input": "image: float32 [batch, 3, %d, %d], RGB, normalised" % (s, s),
+    meta = {"model": out.name, "input": "image: float32 [batch, 3, %d, %d], RGB, normalised" % (s, s)
+            + (f"; metadata: float32 [batch, {encoder.dim}] encoded as described under 'metadata'" if encoder else ""),
+            "metadata": encoder.to_dict() if encoder else None,
             "output": "logits: float32 [batch, %d]" % (1 if bundle.task == "binary" else 7),
             "probability": "sigmoid(logits[:, 0])" if bundle.task == "binary" else
             "softmax(logits); p(malignant) = p(akiec) + p(bcc) + p(mel)",

@@ -15,13 +15,23 @@ from .predictor import Predictor
 def collect_inputs(items: list[str | Path]) -> list[str]:
     """Expand folders (recursively, every regular non-hidden file) and ``.csv`` lists (a ``path`` column,
     else the first column; relative paths are relative to the CSV) into one ordered list of files."""
+    return collect_inputs_with_metadata(items)[0]
+
+
+def collect_inputs_with_metadata(items: list[str | Path]) -> tuple[list[str], pd.DataFrame]:
+    """:func:`collect_inputs` plus one metadata row per file: a CSV's age / sex / localization (or site)
+    columns where it has them, missing values elsewhere."""
+    from ..data.tabular import ALIASES, FIELDS
     out: list[str] = []
+    meta: list[dict] = []
     for item in items:
         item = Path(item)
         if item.is_dir():
             for dirpath, dirnames, filenames in os.walk(item):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                out += [str(Path(dirpath) / f) for f in sorted(filenames) if not f.startswith(".")]
+                found = [str(Path(dirpath) / f) for f in sorted(filenames) if not f.startswith(".")]
+                out += found
+                meta += [{}] * len(found)
         elif item.suffix.lower() == ".csv" and item.is_file():
             try:
                 frame = pd.read_csv(item, dtype=str)
@@ -31,22 +41,29 @@ def collect_inputs(items: list[str | Path]) -> list[str]:
             if frame.empty:
                 raise DataError(f"{item}: the CSV lists no paths")
             col = "path" if "path" in frame.columns else frame.columns[0]
-            out += [str(p if Path(p).is_absolute() else item.parent / p) for p in frame[col].dropna()]
+            frame = frame[frame[col].notna()]
+            out += [str(p if Path(p).is_absolute() else item.parent / p) for p in frame[col]]
+            fields = {c: ALIASES.get(c.lower(), c.lower()) for c in frame.columns
+                      if ALIASES.get(c.lower(), c.lower()) in FIELDS}
+            meta += frame[list(fields)].rename(columns=fields).to_dict("records") if fields else [{}] * len(frame)
         else:
             out.append(str(item))  # a missing file still gets a row with its error
+            meta.append({})
     if not out:
-        raise DataError("no input images: pass image files, folders or a CSV with a 'path' column")
-    return out
+        raise DataError("no input images: pass image files, folders or a CSV with a 'path' column. Remedy: "
+                        "skinlesion predict --model RUN/bundle IMAGE_OR_FOLDER")
+    return out, pd.DataFrame(meta, index=range(len(out)))
 
 
 def predict_files(bundle: str | Path, inputs: list[str | Path], out: str | Path | None = None, tta: bool = False,
                   batch_size: int = 32, num_workers: int = 0, progress: bool = True) -> tuple[pd.DataFrame, int]:
     """Predict every input; write ``out`` (CSV) atomically when given. Returns the table and the failure count."""
-    paths = collect_inputs(inputs)
+    paths, metadata = collect_inputs_with_metadata(inputs)
     if out:
         check_outputs([Path(out)], protected=[Path(bundle)], inputs=[*paths, *inputs])
     predictor = Predictor.from_bundle(bundle, batch_size=batch_size, tta=tta)
-    frame = predictor.predict_paths(paths, num_workers=num_workers, progress=progress)
+    frame = predictor.predict_paths(paths, num_workers=num_workers, progress=progress,
+                                    metadata=metadata if predictor.bundle.encoder is not None else None)
     if out:
         atomic.write_csv(out, frame)
     return frame, int((frame["error"] != "").sum())

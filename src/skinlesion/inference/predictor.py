@@ -25,10 +25,13 @@ def tta_views(x: torch.Tensor, tta: bool) -> list[torch.Tensor]:
 
 
 @torch.inference_mode()
-def forward_probs(model, x: torch.Tensor, task: str, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(p(malignant) of shape (N,), class probabilities (N, C)), averaged over TTA views."""
+def forward_probs(model, x: torch.Tensor, task: str, tta: bool = False,
+                  meta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p(malignant) of shape (N,), class probabilities (N, C)), averaged over TTA views; ``meta``: encoded
+    patient metadata for models trained with it (None: every field missing)."""
     views = [v.contiguous(memory_format=torch.channels_last) for v in tta_views(x, tta)]
-    classes = torch.stack([class_probabilities(model(v), task) for v in views]).mean(0)
+    call = (lambda v: model(v)) if meta is None else (lambda v: model(v, meta.to(v.device)))
+    classes = torch.stack([class_probabilities(call(v), task) for v in views]).mean(0)
     if task == "binary":
         return classes[:, 1], classes
     return classes[:, list(MALIGNANT_CLASS_INDICES)].sum(1), classes
@@ -88,18 +91,21 @@ class Predictor:
             return self.pre.square(_to_rgb(image))
         raise TypeError(f"cannot predict on {type(image).__name__}; pass a path, a PIL image or a numpy array")
 
-    def predict_squares(self, squares: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(p(malignant), class probabilities) for a uint8 batch of squares."""
+    def predict_squares(self, squares: torch.Tensor, metadata=None) -> tuple[np.ndarray, np.ndarray]:
+        """(p(malignant), class probabilities) for a uint8 batch of squares; ``metadata``: a frame of
+        age/sex/localization rows (any missing) for models trained with metadata, else ignored."""
         x = torch.stack([self._eval(s) for s in squares]).to(self.device)
-        p, classes = forward_probs(self.model, x, self.bundle.task, self.tta)
+        p, classes = forward_probs(self.model, x, self.bundle.task, self.tta, self.bundle.encode_metadata(metadata))
         return p.cpu().numpy(), classes.cpu().numpy()
 
-    def predict(self, images) -> pd.DataFrame:
-        """One row per image: probability, decision at the bundle's threshold, threshold (+ p_<dx>)."""
+    def predict(self, images, metadata: pd.DataFrame | None = None) -> pd.DataFrame:
+        """One row per image: probability, decision at the bundle's threshold, threshold (+ p_<dx>).
+        ``metadata``: one row per image (age, sex, localization; any may be missing) for metadata models."""
         probs, classes = [], []
         for start in range(0, len(images), self.batch_size):
             squares = torch.stack([self.square(im) for im in images[start:start + self.batch_size]])
-            p, c = self.predict_squares(squares)
+            rows = None if metadata is None else metadata.iloc[start:start + self.batch_size]
+            p, c = self.predict_squares(squares, rows)
             probs.append(p)
             classes.append(c)
         return self.to_frame(np.concatenate(probs) if probs else np.zeros(0),
@@ -126,8 +132,10 @@ class Predictor:
             out[k] = v
         return out
 
-    def predict_paths(self, paths: list[str], num_workers: int = 0, progress: bool = True) -> pd.DataFrame:
-        """Predict files in batches with DataLoader workers; undecodable files get a row with ``error``."""
+    def predict_paths(self, paths: list[str], num_workers: int = 0, progress: bool = True,
+                      metadata: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Predict files in batches with DataLoader workers; undecodable files get a row with ``error``.
+        ``metadata``: one row per path (age, sex, localization) for models trained with metadata."""
         from tqdm.auto import tqdm
 
         loader = torch.utils.data.DataLoader(_PathSquares(paths, self.pre), batch_size=self.batch_size,
@@ -136,7 +144,8 @@ class Predictor:
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
             for ok_idx, squares, errors in loader:
                 if len(ok_idx):
-                    p, c = self.predict_squares(squares)
+                    rows = None if metadata is None else metadata.iloc[list(ok_idx)]
+                    p, c = self.predict_squares(squares, rows)
                     frame = self.to_frame(p, c)
                     frame.insert(0, "path", [paths[i] for i in ok_idx])
                     frame["error"] = ""

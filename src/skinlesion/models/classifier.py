@@ -13,27 +13,45 @@ def num_outputs(task: str) -> int:
     return 1 if task == "binary" else 7
 
 
-class LesionClassifier(nn.Module):
-    """``backbone`` (pooled features) -> dropout -> linear: 1 logit (binary) or 7 logits (7class)."""
+META_WIDTH = 32
 
-    def __init__(self, backbone: nn.Module, task: str = "binary", dropout: float = 0.3):
+
+class LesionClassifier(nn.Module):
+    """``backbone`` (pooled features) -> dropout -> linear: 1 logit (binary) or 7 logits (7class).
+
+    With ``meta_dim > 0`` a small MLP encodes patient metadata (see ``data.tabular``) and its output is
+    concatenated with the image features before the head; a call without metadata uses the stored
+    all-missing encoding (``missing_meta``), so image-only callers (Grad-CAM, old clients) keep working."""
+
+    def __init__(self, backbone: nn.Module, task: str = "binary", dropout: float = 0.3, meta_dim: int = 0):
         super().__init__()
         self.backbone = backbone
         self.task = task
         self.dropout = nn.Dropout(dropout)
         width = getattr(backbone, "head_hidden_size", None) or backbone.num_features  # vgg: 4096 pre-logits
-        self.head = nn.Linear(width, num_outputs(task))
+        self.meta_dim = meta_dim
+        if meta_dim:
+            self.meta = nn.Sequential(nn.Linear(meta_dim, META_WIDTH), nn.ReLU(), nn.Linear(META_WIDTH, META_WIDTH),
+                                      nn.ReLU())
+            self.register_buffer("missing_meta", torch.zeros(meta_dim))
+        self.head = nn.Linear(width + (META_WIDTH if meta_dim else 0), num_outputs(task))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, features: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        if self.meta_dim:
+            if meta is None:
+                meta = self.missing_meta.expand(len(features), -1)
+            features = torch.cat([features, self.meta(meta.to(features.dtype))], dim=1)
         return self.head(self.dropout(features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.backbone(x))
+    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.backbone(x), meta)
 
 
 def build_model(spec: BackboneSpec, task: str = "binary", pretrained: bool = True,
-                weights_file: str | None = None, dropout: float = 0.3, drop_path: float = 0.0) -> LesionClassifier:
-    return LesionClassifier(create_backbone(spec, pretrained, weights_file, drop_path=drop_path), task, dropout)
+                weights_file: str | None = None, dropout: float = 0.3, drop_path: float = 0.0,
+                meta_dim: int = 0) -> LesionClassifier:
+    return LesionClassifier(create_backbone(spec, pretrained, weights_file, drop_path=drop_path), task, dropout,
+                            meta_dim)
 
 
 def malignant_probability(logits: torch.Tensor, task: str) -> torch.Tensor:
@@ -69,6 +87,9 @@ def set_trainable(model: LesionClassifier, unfreeze_groups: int) -> list[str]:
         p.requires_grad = name in trainable
     for p in model.head.parameters():
         p.requires_grad = True
+    if model.meta_dim:
+        for p in model.meta.parameters():
+            p.requires_grad = True
     return sorted(trainable)
 
 

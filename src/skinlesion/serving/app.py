@@ -9,7 +9,8 @@ import threading
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, File, HTTPException, UploadFile
+import pandas as pd
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse
 
 from ..data.images import ImageDecodeError, load_rgb
@@ -93,11 +94,14 @@ def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES)
     @app.get("/api/model")
     def model_info() -> dict:
         keys = ("architecture", "timm_id", "task", "class_names", "preprocessing", "threshold", "metrics",
-                "calibration", "training_data", "library_versions", "intended_use")
+                "calibration", "library_versions", "intended_use", "metadata", "recipe")
         return {k: config.get(k) for k in keys} | {"decision_threshold": predictor.threshold, "notice": NOTICE}
 
     @app.post("/api/predict")
-    def predict(file: UploadFile = File(...), explain: bool = False) -> dict:
+    def predict(file: UploadFile = File(...), explain: bool = False, age: float | None = Form(None, ge=0, le=120),
+                sex: str | None = Form(None, max_length=32), site: str | None = Form(None, max_length=64)) -> dict:
+        """Probability of malignancy for one image; ``age``, ``sex`` and ``site`` (anatomical site) are
+        optional and used only by models trained with metadata (any may be left out)."""
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload larger than {max_upload_bytes // (1024 * 1024)} MB")
@@ -106,7 +110,8 @@ def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES)
             square = predictor.square(image)
         except ImageDecodeError as exc:
             raise HTTPException(_status_for(exc), str(exc)) from None
-        row = predictor.to_frame(*predictor.predict_squares(square[None])).iloc[0]
+        meta = pd.DataFrame([{"age": age, "sex": sex, "localization": site}])
+        row = predictor.to_frame(*predictor.predict_squares(square[None], meta)).iloc[0]
         result = {"filename": file.filename, "probability": float(row["probability"]), "decision": row["decision"],
                   "threshold": float(row["threshold"]), "architecture": config["architecture"], "notice": NOTICE}
         result |= {k: float(v) for k, v in row.items() if k.startswith("p_")}

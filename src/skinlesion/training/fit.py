@@ -157,6 +157,22 @@ class TrainSetup:
     data: object
     model: torch.nn.Module
     n_groups: int
+    encoder: object = None  # data.tabular.MetadataEncoder with --metadata fields
+    meta: torch.Tensor | None = None  # encoded metadata, one row per split row
+
+
+def _metadata(cfg: RunConfig, ctx: RunContext, split: pd.DataFrame, data_root: str):
+    """The fitted encoder (on training rows) and the encoded rows of the split, or (None, None)."""
+    from ..data.metadata import METADATA_FILENAME, read_metadata
+    from ..data.tabular import MetadataEncoder, parse_fields
+    fields = parse_fields(cfg.train.metadata)
+    if not fields:
+        return None, None
+    path = cfg.data.metadata or ctx.summary.get("dataset", {}).get("metadata") or str(Path(data_root) / METADATA_FILENAME)
+    meta = read_metadata(path)
+    rows = split[["image_id", "split"]].merge(meta.drop(columns=["split"], errors="ignore"), on="image_id", how="left")
+    encoder = MetadataEncoder.fit(rows[rows["split"] == "train"], fields)
+    return encoder, torch.from_numpy(encoder.encode(rows))
 
 
 def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, echo, write: bool = True) -> TrainSetup:
@@ -190,8 +206,13 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
         raise DataError(f"{run_dir / 'split.csv'} has no validation images. Remedy: re-run prepare with a val ratio > 0")
     echo(data.summary)
 
+    encoder, meta = _metadata(cfg, ctx, split, data_root)
     L.seed_everything(t.seed, workers=True, verbose=False)  # init independent of whether the cache existed
-    model = build_model(spec, t.task, t.pretrained, t.weights, t.dropout, t.drop_path)
+    model = build_model(spec, t.task, t.pretrained, t.weights, t.dropout, t.drop_path, encoder.dim if encoder else 0)
+    if encoder is not None:
+        model.missing_meta.copy_(torch.from_numpy(encoder.missing_vector()))
+        echo(f"metadata: {', '.join(encoder.fields)} ({encoder.dim} inputs, fields hidden at random with p = "
+             f"{t.metadata_dropout} in training)")
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_groups = len(parameter_groups(model.backbone))
@@ -199,7 +220,7 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n_groups} parameter groups; "
          f"train {len(data.train_idx)} / val {len(data.val_idx)} images"
          + ("; augmentation on the device" if gpu_augment else ""))
-    return TrainSetup(cfg, run_dir, ctx, split, data_root, spec, pre, data, model, n_groups)
+    return TrainSetup(cfg, run_dir, ctx, split, data_root, spec, pre, data, model, n_groups, encoder, meta)
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print) -> TrainResult | None:
@@ -220,6 +241,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
         trainable = set_trainable(model, unfreeze)
         module = LesionModule(model, t, lr, data.loss_weight, phase, offset, data.batch_augment)
+        if st.encoder is not None:
+            module.set_metadata(st.meta[data.train_idx], st.meta[data.val_idx], st.encoder.slices(),
+                                torch.from_numpy(st.encoder.missing_vector()))
         state = _phase_state(ckpt_dir)
         if state.get("complete"):
             echo(f"phase {phase}: already complete ({state['epochs']} epochs), skipping")
@@ -250,6 +274,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                    "dataset_root": data_root, "seen_image_ids": seen_ids(split.iloc[np.r_[data.train_idx, data.val_idx]])}
     metrics = {"val": {k: float(v) for k, v in val_metrics.items()}, "best_checkpoint": best["best_path"]}
     config = bundle_config(spec, pre, t.task, t.dropout, metrics, fingerprint)
+    if st.encoder is not None:
+        config["metadata"] = st.encoder.to_dict()
     config["recipe"] = {k: getattr(t, k) for k in ("recipe", *LOCKED_KEYS[LOCKED_KEYS.index("schedule"):],
                                                      "phases", "epochs", "lr")}
     if not trained:  # a finished run resumed: same weights, so its tuned threshold and calibration still hold

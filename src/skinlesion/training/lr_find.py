@@ -29,6 +29,10 @@ def lr_find(cfg: RunConfig, run_dir: str | Path, num_training: int = 100, min_lr
     phase, epochs, lr, unfreeze = _phase_plan(t, st.spec, st.n_groups)[0]
     set_trainable(st.model, unfreeze)
     module = LesionModule(st.model, t, lr, st.data.loss_weight, phase, 0, st.data.batch_augment)
+    if st.encoder is not None:
+        import torch
+        module.set_metadata(st.meta[st.data.train_idx], st.meta[st.data.val_idx], st.encoder.slices(),
+                            torch.from_numpy(st.encoder.missing_vector()))
     trainer, _ = _make_trainer(t, run_dir / "lr_find", phase, num_training, 0, progress)  # epochs >= steps
     trainer.logger = None
     loader = st.data.train_loader(t.seed + 1000 * phase)

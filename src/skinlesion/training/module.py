@@ -74,10 +74,30 @@ class LesionModule(L.LightningModule):
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None, net=None) -> torch.Tensor:
+        net = net if net is not None else self.model
         if x.dim() == 2:  # cached backbone features
-            return self.model.forward_head(x)
-        return self._net(self._prep(x))
+            return net.forward_head(x, meta)
+        if meta is None and net is self.model:
+            return self._net(self._prep(x))
+        return net(self._prep(x), meta)
+
+    def set_metadata(self, train_meta: torch.Tensor, val_meta: torch.Tensor, slices: dict, missing: torch.Tensor) -> None:
+        """Encoded metadata rows of the training and validation datasets (looked up by sample index), the
+        per-field slices and the all-missing encoding used for field dropout."""
+        self.meta_tables = {"train": train_meta, "val": val_meta}
+        self.meta_slices, self.meta_missing = slices, missing
+
+    def _meta(self, which: str, idx: torch.Tensor, device) -> torch.Tensor | None:
+        tables = getattr(self, "meta_tables", None)
+        if not tables:
+            return None
+        meta = tables[which][idx.cpu()].clone()
+        if which == "train" and self.t.metadata_dropout > 0:  # drop whole fields so missing ones are handled
+            for sl in self.meta_slices.values():
+                drop = torch.rand(len(meta)) < self.t.metadata_dropout
+                meta[drop, sl] = self.meta_missing[sl]
+        return meta.to(device)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return recipe.loss_on(self.loss_fn, logits, y, self.task)
@@ -90,7 +110,8 @@ class LesionModule(L.LightningModule):
         return x, y, idx
 
     def training_step(self, batch, batch_idx):
-        x, y, _ = batch
+        x, y, idx = batch
+        meta = self._meta("train", idx, x.device)
         target = y
         if self.mixer is not None and x.dim() == 4 and len(x) % 2 == 0:  # timm's batch mixing needs pairs
             x, target = self.mixer(x, y.long())
@@ -99,9 +120,9 @@ class LesionModule(L.LightningModule):
         if x.dim() == 4 and self.backbone_frozen:
             with torch.no_grad():
                 features = self.model.backbone(self._prep(x))
-            logits = self.model.forward_head(features)
+            logits = self.model.forward_head(features, meta)
         else:
-            logits = self(x)
+            logits = self(x, meta)
         loss = self._loss(logits, target)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         return loss
@@ -119,10 +140,7 @@ class LesionModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y, idx = batch
-        if self.ema is not None:
-            logits = self.ema.module.forward_head(x) if x.dim() == 2 else self.ema.module(self._prep(x))
-        else:
-            logits = self(x)
+        logits = self(x, self._meta("val", idx, x.device), net=self.ema.module if self.ema is not None else None)
         self.log("val/loss", self._loss(logits, y), on_epoch=True, batch_size=len(y), sync_dist=True)
         self._val_outputs.append((class_probabilities(logits, self.task).detach(), y.detach(), idx.detach()))
 

@@ -17,7 +17,7 @@ def param_groups(model, weight_decay: float, layer_decay: float | None) -> list[
     from timm.optim import param_groups_layer_decay
     groups = param_groups_layer_decay(model.backbone, weight_decay=weight_decay, layer_decay=layer_decay,
                                       no_weight_decay_list=())
-    head = [p for p in model.head.parameters() if p.requires_grad]
+    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
     return [g for g in groups if g["params"]] + [{"params": head, "weight_decay": weight_decay, "lr_scale": 1.0}]
 
 
