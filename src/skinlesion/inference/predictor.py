@@ -144,8 +144,8 @@ class Predictor:
         with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
             for ok_idx, squares, errors in loader:
                 if len(ok_idx):
-                    rows = None if metadata is None else metadata.iloc[list(ok_idx)]
-                    p, c = self.predict_squares(squares, rows)
+                    meta_rows = None if metadata is None else metadata.iloc[list(ok_idx)]
+                    p, c = self.predict_squares(squares, meta_rows)
                     frame = self.to_frame(p, c)
                     frame.insert(0, "path", [paths[i] for i in ok_idx])
                     frame["error"] = ""
