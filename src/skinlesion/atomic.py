@@ -20,6 +20,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     On any exception the temp file is removed and ``target`` is left untouched.
     """
     target = Path(target)
+    if target.is_dir():
+        from .paths import OutputPathError
+        raise OutputPathError(f"output {target} is a folder, not a file. Remedy: name a file inside it, e.g. "
+                              f"{target / ('out' + (target.suffix or '.csv'))}")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)

@@ -30,7 +30,8 @@ class _MetadataFlag(argparse.Action):
         from .data.tabular import ALIASES, FIELDS, REFUSED
         parts = [v.strip().lower() for v in value.split(",")]
         known = set(FIELDS) | set(ALIASES) | set(REFUSED)
-        is_fields = all(p in known for p in parts) and not value.lower().endswith(".csv")
+        looks_like_path = value.lower().endswith(".csv") or "/" in value or "\\" in value
+        is_fields = not looks_like_path and ("," in value or all(p in known for p in parts))
         setattr(namespace, "train.metadata" if is_fields else "data.metadata", value)
 
 
@@ -430,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # disk full, permissions, a path that is a folder, ...: the user's environment
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}. Remedy: check that path, its permissions and the free disk "
+              "space, then run the command again.", file=sys.stderr)
+        return 2
     except MemoryError:
         print("error: out of memory. Remedy: lower --batch-size or --image-size, or use fewer --num-workers.",
               file=sys.stderr)

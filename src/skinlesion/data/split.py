@@ -216,7 +216,13 @@ def load_split(run_dir: str | Path) -> pd.DataFrame:
     path = run_dir / "split.csv"
     if not path.is_file():
         raise DataError(f"{path} not found. Remedy: run `skinlesion prepare --data DIR --out {run_dir}` first.")
-    split = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "dx": str})
+    try:
+        split = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "dx": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read as CSV ({str(exc).splitlines()[0][:200]}). Remedy: restore it, or "
+                        "re-create the split with `skinlesion prepare` in a new --out.") from None
+    if split.empty:
+        raise DataError(f"{path}: has no rows. Remedy: re-create the split with `skinlesion prepare` in a new --out.")
     missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}. Remedy: re-create it with `skinlesion prepare`.")

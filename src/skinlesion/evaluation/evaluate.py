@@ -12,7 +12,7 @@ import torch
 from .. import atomic
 from ..data.cache import CachedImages, build_cache, default_num_workers
 from ..data.metadata import DataError, load_dataset, read_metadata
-from ..data.run import RunContext, binding, check_binding, check_run_dir, open_run
+from ..data.run import RunContext, binding, check_binding, check_run_dir, open_run, read_json
 from ..inference.bundle import Bundle, check_inference_mode, load_bundle, overlap_with_training, update_config
 from ..paths import check_outputs
 from ..inference.predictor import Predictor, forward_probs, prediction_frame
@@ -119,6 +119,8 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     bundle = load_bundle(run_dir / "bundle")
     check_inference_mode(bundle.config, tta, str(run_dir / "bundle"))
     ctx, split = run_context(run_dir, bundle)
+    if (run_dir / "threshold.json").is_file():  # the report reads it: check it before anything is written
+        read_json(run_dir / "threshold.json", "written by tune-threshold")
     workers = default_num_workers(num_workers)
     if cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
         from ..config import load_config
@@ -205,7 +207,9 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str,
     threshold = bundle.threshold
     metrics = summarize(preds, threshold, bundle.config["threshold"]["source"], n_boot, seed, temperature)
     metrics.update({"split": split_name, "tta": tta, "architecture": bundle.config["architecture"],
-                    "task": bundle.task, "data": data_description or f"{split_name} split of the run",
+                    "task": bundle.task, "data": data_description or (
+                        "train split of the run: the model's own training images, NOT a performance estimate"
+                        if split_name == "train" else f"{split_name} split of the run"),
                     "bundle_split_fingerprint": (bundle.config.get("training_data") or {}).get("split_fingerprint"),
                     **(extra or {})})
     name = "test_predictions.csv" if split_name == "test" else f"{split_name}_predictions.csv"

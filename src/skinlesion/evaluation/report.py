@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .. import atomic
+from ..data.run import read_json
 from ..data.split import format_table
 from .thresholds import format_operating_points
 
@@ -102,11 +103,11 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
         thr = run_dir / "threshold.json"
         if thr.is_file():
             parts += ["<h2>Threshold (validation operating points)</h2>",
-                      f"<pre>{html.escape(format_operating_points(json.loads(thr.read_text())['operating_points']))}</pre>",
+                      f"<pre>{html.escape(format_operating_points(read_json(thr, 'written by tune-threshold').get('operating_points', [])))}</pre>",
                       "<div class='row'>" + _img(run_dir / "plots" / "val_roc.png", "Validation ROC") + "</div>"]
         parts += ["<h2>Training curves</h2>", _img(run_dir / "plots" / "training_history.png", "Training history")]
         if (run_dir / "split.json").is_file():
-            parts += ["<h2>Split</h2>", f"<pre>{html.escape(format_table(json.loads((run_dir / 'split.json').read_text())))}</pre>"]
+            parts += ["<h2>Split</h2>", f"<pre>{html.escape(format_table(read_json(run_dir / 'split.json', 'written by prepare')))}</pre>"]
         if (run_dir / "config.yaml").is_file():
             parts += ["<h2>Run config</h2>", f"<pre>{html.escape((run_dir / 'config.yaml').read_text())}</pre>"]
     parts += ["<h2>Model bundle</h2>", f"<pre>{html.escape(json.dumps({k: bundle_config[k] for k in ('architecture', 'timm_id', 'task', 'preprocessing', 'threshold', 'library_versions') if k in bundle_config}, indent=2))}</pre>"]
@@ -137,7 +138,7 @@ def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir:
                  f"{fp.get('val_images')} validation images; lesion-level split, seed {fp.get('seed')}, lesion hash "
                  f"`{str(fp.get('split_lesion_hash'))[:16]}`.")
     if run_dir is not None and (run_dir / "split.json").is_file():
-        lines += ["", "```", format_table(json.loads((run_dir / "split.json").read_text())), "```"]
+        lines += ["", "```", format_table(read_json(run_dir / "split.json", "written by prepare")), "```"]
     lines += ["", f"## Evaluation: {metrics['data']}", "",
               f"{metrics['n_images']} images, {metrics['n_lesions']} lesions, {metrics['n_malignant']} malignant; 95% CIs "
               f"from {metrics['bootstrap']['resamples']} lesion-level bootstrap resamples.", "",

@@ -145,6 +145,22 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def _check_metadata(config: dict, cfg_path: Path) -> None:
+    meta = config.get("metadata")
+    if not meta:
+        return
+    from ..data.tabular import MetadataEncoder, parse_fields
+    try:
+        enc = MetadataEncoder.from_dict(meta)
+        parse_fields(enc.fields)
+        assert enc.dim == int(meta["dim"]) and _finite(enc.age_mean) and _finite(enc.age_std) and enc.age_std > 0
+    except SkinlesionError:
+        raise
+    except Exception:  # noqa: BLE001
+        raise BundleError(f"{cfg_path}: its 'metadata' encoder is damaged. Remedy: copy the bundle again or "
+                          "re-train.") from None
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -166,8 +182,10 @@ def validate_config(config: dict, cfg_path: Path) -> None:
     if not _finite(t) or not 0.0 <= t <= 1.0:
         raise BundleError(f"{cfg_path}: threshold {t!r} is not a number in [0, 1]. Remedy: re-run `skinlesion "
                           "tune-threshold RUN_DIR`, or set threshold.value to 0.5.")
-    temperature = (config.get("calibration") or {}).get("temperature") if config.get("calibration") else None
-    if config.get("calibration") and (not _finite(temperature) or temperature <= 0):
+    _check_metadata(config, cfg_path)
+    cal = config.get("calibration")
+    temperature = cal.get("temperature") if isinstance(cal, dict) else cal
+    if cal is not None and (not _finite(temperature) or temperature <= 0):
         raise BundleError(f"{cfg_path}: calibration temperature {temperature!r} must be a positive number. Remedy: "
                           "re-run `skinlesion evaluate RUN_DIR --calibrate`, or remove the calibration key.")
     try:
@@ -176,6 +194,7 @@ def validate_config(config: dict, cfg_path: Path) -> None:
         assert 16 <= size <= 2048 and size <= resize <= 4096
         assert len(config["preprocessing"]["mean"]) == 3 and len(config["preprocessing"]["std"]) == 3
         assert all(_finite(v) and v > 0 for v in config["preprocessing"]["std"])
+        assert all(_finite(v) for v in config["preprocessing"]["mean"])
     except (KeyError, TypeError, ValueError, AssertionError):
         raise BundleError(f"{cfg_path}: preprocessing {config.get('preprocessing')!r} is invalid (image_size 16-2048 "
                           "<= resize_size, 3 means, 3 positive stds). Remedy: copy the bundle again or re-train.") from None
