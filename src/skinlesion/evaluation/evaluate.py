@@ -130,7 +130,14 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     if bundle.encoder is not None:  # the same model with every metadata field missing: what metadata adds
         image_only = predict_split(bundle, split, split_name, tta, batch_size, workers, cache_dir, progress, False)
         extra["metadata_ablation"] = metadata_ablation(preds, image_only, bundle.encoder.fields, n_boot, seed)
+    if bundle.config.get("ensemble") and (run_dir / "folds").is_dir() and split_name == "test":
+        from .cv_eval import cv_section
+        extra["cv"] = cv_section(run_dir, bundle, split, preds, lambda b: predict_split(
+            b, split, split_name, tta, batch_size, workers, cache_dir, False), n_boot, seed)
     temperature = (bundle.config.get("calibration") or {}).get("temperature")
+    if calibrate and bundle.config.get("ensemble"):
+        raise DataError("--calibrate on a cv run: calibrate needs the ensemble's own validation predictions, which "
+                        "do not exist (every image was in some member's training data). Remedy: drop --calibrate.")
     if calibrate:
         val_preds = bound_val_predictions(ctx) if not tta else \
             predict_split(bundle, split, "val", tta, batch_size, workers, cache_dir, progress)

@@ -87,6 +87,14 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
               + _img(plots / f"{split}_thresholds.png", "Sensitivity/specificity vs threshold") + "</div>"]
     parts += ["<h2>Per diagnosis</h2><p>Share of each dx called malignant: recall for akiec/bcc/mel, false-positive rate for the others.</p>",
               _html_table(["dx", "class", "n", "called malignant"], _per_dx_rows(metrics)), _img(plots / f"{split}_per_dx.png", "Per dx")]
+    if "cv" in metrics:
+        from .cv_eval import cv_rows
+        d = metrics["cv"]["ensemble_vs_best"]
+        parts += ["<h2>Cross-validation: ensemble vs single fold models (same test images)</h2>",
+                  _html_table(["model", "ROC-AUC", "PR-AUC"], cv_rows(metrics["cv"])),
+                  f"<p>Ensemble minus the best single model ({html.escape(metrics['cv']['best_single'])}): ROC-AUC "
+                  f"{d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], paired bootstrap p = {d['p_value']:.4f}. "
+                  "The threshold comes from the out-of-fold predictions (cv.json).</p>"]
     if "metadata_ablation" in metrics:
         m = metrics["metadata_ablation"]
         d = m["roc_auc_difference"]
@@ -146,6 +154,11 @@ def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir:
               "### Per diagnosis (share called malignant)", "", _md_table(["dx", "class", "n", "called malignant"], _per_dx_rows(metrics))]
     for col, rows in _subgroup_rows(metrics).items():
         lines += ["", f"### Subgroup: {col}", "", _md_table([col, "n", "malignant", "ROC-AUC", "sensitivity", "specificity"], rows)]
+    if "cv" in metrics:
+        from .cv_eval import cv_rows
+        e = bundle_config.get("ensemble", {})
+        lines += ["", f"## Cross-validation ensemble ({e.get('folds')} folds x {e.get('seeds')} seed(s), "
+                  f"{e.get('combine')})", "", _md_table(["model", "test ROC-AUC", "test PR-AUC"], cv_rows(metrics["cv"]))]
     lines += ["", "## Known limitations", ""] + [f"- {x}" for x in LIMITATIONS]
     lines += ["", "## How to reproduce", "", "```bash"]
     if run_dir is not None:

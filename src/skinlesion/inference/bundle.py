@@ -95,7 +95,7 @@ def bundle_config(spec: BackboneSpec, pre: Preprocessing, task: str, dropout: fl
     }
 
 
-def save_bundle(model: LesionClassifier, config: dict, out: str | Path) -> Path:
+def save_bundle(model, config: dict, out: str | Path) -> Path:
     """Write the bundle folder atomically (built in a temp folder, then renamed over ``out``)."""
     from safetensors.torch import save_file
 
@@ -241,8 +241,15 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
         b = dict(config["backbone"])
         spec = BackboneSpec(**{**b, "mean": tuple(b["mean"]), "std": tuple(b["std"])})
         meta_dim = int((config.get("metadata") or {}).get("dim", 0))
-        model = build_model(spec, config["task"], pretrained=False, dropout=float(config["head"]["dropout"]),
-                            meta_dim=meta_dim)
+        build = lambda: build_model(spec, config["task"], pretrained=False, dropout=float(config["head"]["dropout"]),
+                                    meta_dim=meta_dim)
+        ensemble = config.get("ensemble")
+        if ensemble:
+            from ..models.ensemble import EnsembleClassifier
+            model = EnsembleClassifier([build() for _ in range(int(ensemble["size"]))], config["task"],
+                                       ensemble.get("combine", "mean_probability"))
+        else:
+            model = build()
     except SkinlesionError:
         raise
     except Exception as exc:  # noqa: BLE001 - an unknown architecture or a damaged backbone entry

@@ -48,11 +48,12 @@ def last_spatial_layer(backbone: nn.Module, size: int = 64) -> str:
     return seen[-1]
 
 
-def cam_layer(bundle: Bundle) -> nn.Module:
+def cam_layer(bundle: Bundle, model=None) -> nn.Module:
     """The backbone layer named in the registry spec stored in the bundle (auto-detected if none)."""
-    name = bundle.config["backbone"].get("cam_layer") or last_spatial_layer(bundle.model.backbone,
+    model = model if model is not None else bundle.model
+    name = bundle.config["backbone"].get("cam_layer") or last_spatial_layer(model.backbone,
                                                                             bundle.preprocessing.image_size)
-    return bundle.model.backbone.get_submodule(name)
+    return model.backbone.get_submodule(name)
 
 
 def gradcam(bundle: Bundle, squares: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -64,10 +65,13 @@ def gradcam(bundle: Bundle, squares: torch.Tensor) -> tuple[np.ndarray, np.ndarr
     pre = bundle.preprocessing
     x = torch.stack([pre.eval_transform()(s) for s in squares])
     rgb = F.center_crop(squares, [pre.image_size, pre.image_size]).permute(0, 2, 3, 1).numpy().astype(np.float32) / 255.0
-    model = bundle.model.eval()
-    with GradCAM(model=model, target_layers=[cam_layer(bundle)]) as cam:
-        maps = cam(input_tensor=x, targets=[MalignantLogit(bundle.task)] * len(x))
-    return maps.astype(np.float32), rgb
+    members = list(getattr(bundle.model, "members", [bundle.model]))  # an ensemble: the mean of its members' maps
+    maps = []
+    for model in members:
+        model = model.eval()
+        with GradCAM(model=model, target_layers=[cam_layer(bundle, model)]) as cam:
+            maps.append(cam(input_tensor=x, targets=[MalignantLogit(bundle.task)] * len(x)))
+    return np.mean(maps, axis=0).astype(np.float32), rgb
 
 
 def overlay(rgb: np.ndarray, cam: np.ndarray) -> Image.Image:

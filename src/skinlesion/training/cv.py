@@ -1,0 +1,171 @@
+"""`skinlesion cv`: lesion-grouped K-fold cross-validation (test share held out), every fold (x seeds) an
+ordinary run directory under ``RUN_DIR/folds/``; out-of-fold predictions, a threshold tuned on them and
+an ensemble bundle of the fold models in ``RUN_DIR/bundle``. Resumable fold by fold, epoch by epoch."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import atomic
+from ..config import ConfigError, RunConfig
+from ..data.metadata import DataError
+from ..data.run import binding, open_run
+from ..evaluation.metrics import epoch_metrics, threshold_metrics
+from ..evaluation.thresholds import operating_points, threshold_for_sensitivity
+from ..inference.bundle import load_bundle, save_bundle
+from ..models.ensemble import EnsembleClassifier
+
+
+@dataclass
+class CVResult:
+    run_dir: Path
+    members: list[Path]
+    summary: dict
+    bundle: Path
+
+
+def member_name(fold: int, seed: int, seeds: int) -> str:
+    return f"fold{fold}" + (f"-seed{seed}" if seeds > 1 else "")
+
+
+def _split(cfg: RunConfig, run_dir: Path, folds: int, progress: bool, echo):
+    """The run's K-fold split: made by prepare when absent, else checked to have ``folds`` folds."""
+    if not (run_dir / "split.csv").is_file():
+        from ..data.prepare import prepare
+        cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, folds=folds))
+        echo(prepare(cfg, run_dir, progress=progress).report())
+    ctx = open_run(run_dir)
+    if "fold" not in ctx.split.columns or int(ctx.split["fold"].max()) + 1 != folds:
+        have = int(ctx.split["fold"].max()) + 1 if "fold" in ctx.split.columns else 0
+        raise DataError(f"{run_dir / 'split.csv'} has {have} folds, not {folds}. Remedy: `skinlesion cv` into a new "
+                        f"--out, or pass --folds {have}." if have else
+                        f"{run_dir / 'split.csv'} has no folds. Remedy: `skinlesion cv` into a new --out.")
+    return ctx
+
+
+def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, target_sensitivity: float = 0.90,
+           resume: bool = False, progress: bool = True, echo=print) -> CVResult | None:
+    """Train every fold (x seed), pool the out-of-fold predictions, tune the threshold on them and write
+    the ensemble bundle. Finished members are skipped; with ``resume`` an interrupted one continues."""
+    from .fit import _rank, train
+    if not 2 <= folds <= 50 or not 1 <= seeds <= 20:
+        raise ConfigError(f"--folds must be 2-50 and --seeds 1-20, got {folds} and {seeds}. Remedy: --folds 5 --seeds 1")
+    if cfg.train.fold is not None:
+        raise ConfigError("cv trains every fold itself; drop --fold. Remedy: skinlesion cv --folds 5 ...")
+    cfg.validate()
+    run_dir = Path(run_dir)
+    if not resume and (run_dir / "folds").exists():
+        raise FileExistsError(f"{run_dir} already has folds/. Remedy: pass --resume to continue it, or a new --out")
+    ctx = _split(cfg, run_dir, folds, progress, echo)
+    members = []
+    for k in range(folds):
+        for s in range(seeds):
+            name = member_name(k, s, seeds)
+            mdir = run_dir / "folds" / name
+            members.append(mdir)
+            if (mdir / "bundle" / "config.json").is_file() and (mdir / "val_predictions.csv").is_file():
+                echo(f"fold {k + 1}/{folds}" + (f", seed {s + 1}/{seeds}" if seeds > 1 else "") + ": done, skipping")
+                continue
+            mdir.mkdir(parents=True, exist_ok=True)
+            for f in ("split.csv", "split.json"):
+                if not (mdir / f).is_file():
+                    shutil.copy(run_dir / f, mdir / f)
+            echo(f"fold {k + 1}/{folds}" + (f", seed {s + 1}/{seeds}" if seeds > 1 else "") + f" -> {mdir}")
+            mcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fold=k, seed=cfg.train.seed + s))
+            if train(mcfg, mdir, resume=(mdir / "checkpoints").exists(), progress=progress, echo=echo) is None:
+                continue  # a DDP rank other than 0
+    if _rank() != 0:
+        return None
+    summary = summarize_cv(ctx, members, folds, seeds, target_sensitivity)
+    atomic.write_json(run_dir / "cv.json", summary)
+    bundle = save_ensemble(members, summary, ctx, run_dir / "bundle")
+    return CVResult(run_dir, members, summary, bundle)
+
+
+def out_of_fold(ctx, members: list[Path], folds: int, seeds: int) -> pd.DataFrame:
+    """Every train+val image once, predicted by the fold model(s) that did not train on it (the mean over
+    seeds), with its fold."""
+    parts = []
+    for k in range(folds):
+        frames = [pd.read_csv(m / "val_predictions.csv", dtype={"image_id": str, "lesion_id": str})
+                  for m in members[k * seeds:(k + 1) * seeds]]
+        fold = frames[0].copy()
+        for f in frames[1:]:
+            if list(f["image_id"]) != list(fold["image_id"]):
+                raise DataError(f"fold {k}: its seeds predicted different images. Remedy: re-run that fold.")
+        fold["probability"] = np.mean([f["probability"].to_numpy() for f in frames], axis=0)
+        fold["fold"] = k
+        parts.append(fold)
+    oof = pd.concat(parts, ignore_index=True)
+    expected = set(ctx.split.loc[ctx.split["split"] != "test", "image_id"])
+    if set(oof["image_id"]) != expected or not oof["image_id"].is_unique:
+        raise DataError("the fold models' validation predictions do not cover every train+val image exactly once. "
+                        "Remedy: re-run `skinlesion cv --resume`.")
+    return oof
+
+
+def summarize_cv(ctx, members: list[Path], folds: int, seeds: int, target: float) -> dict:
+    """Per-fold validation metrics (mean and sd), seed spread, the out-of-fold threshold and its table."""
+    oof = out_of_fold(ctx, members, folds, seeds)
+    atomic.write_csv(ctx.run_dir / "oof_predictions.csv", oof)
+    per_member = []
+    for i, m in enumerate(members):
+        val = pd.read_csv(m / "val_predictions.csv")
+        per_member.append({"member": m.name, "fold": i // seeds, "seed": i % seeds,
+                           **{k: float(v) for k, v in epoch_metrics(val["label"], val["probability"]).items()}})
+    per_fold = []
+    for k in range(folds):
+        part = oof[oof["fold"] == k]
+        per_fold.append({"fold": k, "images": int(len(part)),
+                         **{k2: float(v) for k2, v in epoch_metrics(part["label"], part["probability"]).items()}})
+    stats = lambda rows, key: {"mean": float(np.mean([r[key] for r in rows])), "sd": float(np.std([r[key] for r in rows], ddof=1))
+                               if len(rows) > 1 else 0.0}
+    y, p = oof["label"].to_numpy(), oof["probability"].to_numpy()
+    threshold = threshold_for_sensitivity(y, p, target, where=str(ctx.run_dir / "oof_predictions.csv"))
+    seed_sd = [float(np.std([r["roc_auc"] for r in per_member if r["fold"] == k], ddof=1)) for k in range(folds)] \
+        if seeds > 1 else []
+    return {"folds": folds, "seeds": seeds, "members": [m.name for m in members], **binding(ctx),
+            "per_fold": per_fold, "per_member": per_member,
+            "val_roc_auc": stats(per_fold, "roc_auc"), "val_pr_auc": stats(per_fold, "pr_auc"),
+            "oof": {k: float(v) for k, v in epoch_metrics(y, p).items()},
+            "seed_spread_roc_auc_sd": {"per_fold": seed_sd, "mean": float(np.mean(seed_sd)) if seed_sd else None},
+            "threshold": {"value": threshold, "target_sensitivity": target, "source": "out-of-fold predictions",
+                          "n_images": int(len(oof)), "n_malignant": int(y.sum()),
+                          "chosen": {"threshold": threshold, **threshold_metrics(y, p, threshold)},
+                          "operating_points": operating_points(y, p)}}
+
+
+def save_ensemble(members: list[Path], summary: dict, ctx, out: Path, combine: str = "mean_probability") -> Path:
+    """One bundle holding every fold model (``members.<i>.*`` tensors), averaged by ``combine``, with the
+    out-of-fold threshold; it loads, predicts, explains, exports and serves like a single model."""
+    bundles = [load_bundle(m / "bundle") for m in members]
+    first = bundles[0].config
+    for b, m in zip(bundles, members):
+        if b.config["backbone"] != first["backbone"] or b.config["preprocessing"] != first["preprocessing"] \
+                or b.config.get("metadata") != first.get("metadata"):
+            raise DataError(f"{m / 'bundle'} differs from the other fold models in architecture, preprocessing or "
+                            "metadata. Remedy: re-run that fold with the same settings.")
+    model = EnsembleClassifier([b.model for b in bundles], first["task"], combine)
+    thr = summary["threshold"]
+    config = {**first, "threshold": {"value": thr["value"], "source": f"out-of-fold predictions of {len(members)} "
+                                     f"fold models, highest threshold with sensitivity >= {thr['target_sensitivity']}",
+                                     "target_sensitivity": thr["target_sensitivity"], "tta": False,
+                                     "operating_point": thr["chosen"], **binding(ctx)},
+              "ensemble": {"size": len(members), "combine": combine, "folds": summary["folds"],
+                           "seeds": summary["seeds"], "members": summary["members"],
+                           "how": "lesion-grouped K-fold cross-validation, test share held out; each member trained "
+                                  "on K-1 folds and validated on its own fold"},
+              "metrics": {"cv_val_roc_auc": summary["val_roc_auc"], "cv_val_pr_auc": summary["val_pr_auc"],
+                          "oof": summary["oof"]},
+              "training_data": {**first["training_data"], **binding(ctx),
+                                "seen_image_ids": sorted({i for b in bundles for i in b.config["training_data"]
+                                                          .get("seen_image_ids", [])})}}
+    config.pop("calibration", None)
+    with torch.no_grad():
+        return save_bundle(model, config, out)
