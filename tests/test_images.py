@@ -50,3 +50,22 @@ def test_bad_files_get_clear_errors(tmp_path):
         load_rgb(tmp_path / "big.png", max_pixels=5000)
     with pytest.raises(ImageDecodeError, match="gone.jpg: file not found"):
         load_rgb(tmp_path / "gone.jpg")
+
+
+def test_bmp_and_tiff_images_are_found_and_decoded_like_png(tmp_path):
+    """PH2 ships .bmp, other sets .tif/.tiff: found in any case below the root, decoded by the one decoder."""
+    import numpy as np
+    from PIL import Image
+    from skinlesion.data.images import load_rgb
+    from skinlesion.data.metadata import find_images
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    Image.fromarray(arr).save(tmp_path / "sub" / "b.BMP")
+    Image.fromarray(arr).save(tmp_path / "c.tif")
+    Image.fromarray(arr).save(tmp_path / "d.TIFF")
+    found = find_images(tmp_path)
+    assert set(found) == {"a", "b", "c", "d"}
+    for k in found:
+        assert np.array_equal(np.asarray(load_rgb(found[k])), arr), k

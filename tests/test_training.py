@@ -149,3 +149,18 @@ def test_seven_class_single_phase_balanced_sampler_and_a_fold(demo_data, tmp_pat
     assert 0 <= result.val_metrics["roc_auc"] <= 1
     m = evaluate_run(tmp_path / "run", n_boot=20, num_workers=0, progress=False, tta=True).metrics
     assert m["tta"] is True and m["task"] == "7class" and m["n_images"] == int((split["split"] == "test").sum())
+
+
+def test_logs_that_are_not_a_terminal_get_one_line_per_epoch(demo_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "skinlesion", "train", "--data", str(demo_data), "--out", str(tmp_path / "run"),
+           "--arch", "simple_cnn", "--image-size", "32", "--epochs", "2", "--phase1-epochs", "1", "--num-workers", "0",
+           "--cache-dir", str(tmp_path / "cache"), "--limit-train-batches", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert "\r" not in text and "Tip" not in text and "litmodels" not in text
+    lines = [line for line in out.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" (")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"] and "val ROC-AUC" in lines[0]

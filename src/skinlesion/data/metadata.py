@@ -15,7 +15,7 @@ from .images import ImageDecodeError, load_rgb
 METADATA_FILENAME = "HAM10000_metadata.csv"
 REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("dx_type", "age", "sex", "localization")
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 class DataError(SkinlesionError, ValueError):
@@ -82,7 +82,7 @@ def read_metadata(csv_path: str | Path) -> pd.DataFrame:
 
 
 def find_images(root: str | Path) -> dict[str, Path]:
-    """Map image_id (file stem) -> path for every .jpg/.jpeg/.png anywhere below ``root``."""
+    """Map image_id (file stem) -> path for every .jpg/.jpeg/.png/.bmp/.tif/.tiff (any case) anywhere below ``root``."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist. Remedy: pass the folder holding {METADATA_FILENAME} and the images.")
@@ -156,7 +156,7 @@ def load_dataset(root: str | Path, metadata: str | Path | None = None, allow_mis
             suggest = math.ceil(fraction * 10_000) / 10_000  # rounded up, so the suggested value works
             parts = []
             if missing_ids:
-                parts.append(f"{len(missing_ids)} image(s) listed in {metadata_path} have no .jpg/.jpeg/.png file "
+                parts.append(f"{len(missing_ids)} image(s) listed in {metadata_path} have no image file (.jpg .jpeg .png .bmp .tif .tiff) "
                              f"below {root}: {_ids(missing_ids, 20)}")
             if corrupt:
                 parts.append(f"{len(corrupt)} image(s) cannot be decoded: "

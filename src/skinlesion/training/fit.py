@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -110,7 +111,25 @@ def _rank() -> int:
     return int(os.environ.get("NODE_RANK", 0)) * 1024 + int(os.environ.get("LOCAL_RANK", 0))
 
 
+class _NoTips(logging.Filter):
+    """Drop Lightning's advertising tips (e.g. the litmodels one) from every log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.getMessage())
+        return "💡 Tip" not in text and "litmodels" not in text
+
+
+for _name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
+    logging.getLogger(_name).addFilter(_NoTips())
+
+
 def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progress: bool):
+    """The phase's Trainer. On a terminal, Lightning's progress bar; otherwise (a log file, CI) no bar
+    redraws but one line per epoch, and none of Lightning's start-up chatter."""
+    tty = sys.stderr.isatty()
+    if not tty:
+        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/pr_auc", mode="max", enable_version_counter=False)
@@ -119,7 +138,8 @@ def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progre
                                                  every_n_epochs=1, enable_version_counter=False)
     callbacks = [checkpoint, latest, L.pytorch.callbacks.EarlyStopping("val/pr_auc", mode="max", patience=t.patience),
                  L.pytorch.callbacks.LearningRateMonitor("epoch"),
-                 HistoryRecorder(run_dir / "metrics.csv", phase, offset), _EpochReseed(t.seed, phase)]
+                 HistoryRecorder(run_dir / "metrics.csv", phase, offset, print if progress and not tty else None,
+                                 t.epochs), _EpochReseed(t.seed, phase)]
     loggers = [L.pytorch.loggers.CSVLogger(run_dir / "logs", name="", version=f"phase{phase}")]
     try:
         import tensorboard  # noqa: F401
@@ -129,7 +149,7 @@ def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progre
     trainer = L.Trainer(
         max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
         num_nodes=t.num_nodes, precision=_precision(t.precision), callbacks=callbacks, logger=loggers,
-        num_sanity_val_steps=0, enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
+        num_sanity_val_steps=0, enable_progress_bar=progress and tty, enable_model_summary=False, log_every_n_steps=10,
         limit_train_batches=t.limit_train_batches)
     return trainer, checkpoint
 

@@ -23,8 +23,9 @@ class HistoryRecorder(L.Callback):
     """Appends one row per finished epoch to ``metrics.csv`` (rewritten atomically), with the global
     epoch number across phases; rows at or after a resumed epoch are replaced."""
 
-    def __init__(self, path: Path, phase: int, epoch_offset: int):
+    def __init__(self, path: Path, phase: int, epoch_offset: int, echo=None, total_epochs: int | None = None):
         self.path, self.phase, self.epoch_offset = Path(path), phase, epoch_offset
+        self.echo, self.total_epochs = echo, total_epochs  # echo: one line per epoch (logs that are not a terminal)
         self._t = {}
         self._seen = self._val_seen = 0
 
@@ -62,6 +63,11 @@ class HistoryRecorder(L.Callback):
         history = read_history(self.path)
         history = history[history["epoch"] < row["epoch"]] if len(history) else history
         atomic.write_csv(self.path, pd.concat([history, pd.DataFrame([row])], ignore_index=True)[HISTORY_COLUMNS])
+        if self.echo is not None:
+            self.echo(f"epoch {row['epoch']}" + (f"/{self.total_epochs}" if self.total_epochs else "")
+                      + f" (phase {self.phase}): train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+                      f"val ROC-AUC {row['val_roc_auc']:.3f}, PR-AUC {row['val_pr_auc']:.3f}, lr {row['lr']:.2e}, "
+                      f"{elapsed:.0f} s ({row['train_images_per_s']:.0f} train img/s)")
 
 
 def plot_history(history: pd.DataFrame, out: Path) -> Path:
