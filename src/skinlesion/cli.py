@@ -94,9 +94,10 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--seed", "train.seed", "seed for weights init, sampling and augmentation", type=int)
     _opt(p, "--fold", "train.fold", "with a --folds split: the fold used for validation", type=int)
     _opt(p, "--limit-train-batches", "train.limit_train_batches", "batches (int) or fraction per epoch, for quick checks", type=_num)
-    from .config import RECIPES
+    from .config import DEFAULT_RECIPE, RECIPES
     g = p.add_argument_group("recipe", "a named recipe sets the options below; flags given here override it")
-    _opt(g, "--recipe", "train.recipe", f"named recipe: {', '.join(RECIPES)}", choices=list(RECIPES))
+    g.add_argument("--recipe", dest="train.recipe", default=argparse.SUPPRESS, choices=list(RECIPES),
+                   help=f"named recipe: {', '.join(RECIPES)} (default: {DEFAULT_RECIPE})")
     _opt(g, "--schedule", "train.schedule", "LR schedule: plateau (ReduceLROnPlateau) or cosine (warmup + cosine)",
          choices=["plateau", "cosine"])
     _opt(g, "--warmup-epochs", "train.warmup_epochs", "cosine: linear warmup epochs", type=float)

@@ -13,9 +13,12 @@ from .data.synthetic import make_demo_data
 
 def demo_config(cfg: RunConfig, data_dir: Path) -> RunConfig:
     """The run config the demo trains with: demo data as input, the demo's short training schedule."""
+    from .config import RECIPES
     d = cfg.demo
-    train = dataclasses.replace(cfg.train, arch=d.arch, epochs=d.epochs, phase1_epochs=min(d.phase1_epochs, d.epochs),
-                                lr=d.lr, image_size=d.train_size)
+    # the demo keeps its short two-phase (classic) schedule, whatever the default recipe of `train` is
+    train = dataclasses.replace(cfg.train, **{**RECIPES["classic"], "recipe": "classic", "arch": d.arch,
+                                              "epochs": d.epochs, "phase1_epochs": min(d.phase1_epochs, d.epochs),
+                                              "lr": d.lr, "image_size": d.train_size})
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data_dir), metadata=None), train=train)
 
 
