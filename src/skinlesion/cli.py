@@ -228,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples (default: 1000)")
     p.set_defaults(func=cmd_compare)
 
+    p = verb("runs", "one table of every run below DIR: status, architecture, recipe, metrics with CIs, threshold")
+    p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="folder holding run directories (default: runs)")
+    p.add_argument("--sort", default="test_roc_auc", help="column to sort by (default: test_roc_auc, best first)")
+    p.add_argument("--out", metavar="PATH", help="also write PATH.csv and a sortable PATH.html")
+    p.set_defaults(func=cmd_runs)
+
     p = verb("run", "prepare -> train -> tune-threshold -> evaluate on a real dataset in one go")
     _add_data_opts(p, features=True)
     _add_train_opts(p)
@@ -370,6 +376,16 @@ def cmd_evaluate(args, cfg) -> int:
 def cmd_compare(args, cfg) -> int:
     from .evaluation.compare import compare_runs, format_comparison
     print(format_comparison(compare_runs(args.runs, args.bootstrap)))
+    return 0
+
+
+def cmd_runs(args, cfg) -> int:
+    from .evaluation.runs import format_runs, runs_table, write_runs
+    frame = runs_table(args.dir, args.sort)
+    print(format_runs(frame))
+    if args.out:
+        csv, page = write_runs(frame, args.out, args.sort)
+        print(f"wrote {csv} and {page}")
     return 0
 
 
