@@ -57,6 +57,7 @@ def test_upload_shows_probability_and_overlay(server, zoo, tmp_path):  # noqa: F
             page.goto(server + "/")
             assert "Research use only" in page.text_content(".notice")
             page.wait_for_function("document.getElementById('model').textContent.includes('simple_cnn')")
+            assert page.get_attribute("#metafields", "hidden") is not None  # image-only model: no patient fields
             page.set_input_files("#file", str(zoo / "good.jpg"))
             page.wait_for_selector("#camfig:not([hidden])", timeout=30_000)
             prob = page.text_content("#prob")
