@@ -141,3 +141,25 @@ def test_summary_per_dx_counts_and_one_class_error():
     assert per["nv"]["called_malignant"]["value"] == 0.5 and per["nv"]["n"] == 2
     with pytest.raises(ValueError, match="all benign"):
         summarize(frame.assign(label=0), 0.5, "test", n_boot=10)
+
+
+def test_model_card_checklist_fills_what_the_run_knows_and_lists_the_rest(trained_run):
+    from skinlesion.evaluation.checklist import AUTHOR, FILLED, checklist
+    tune_threshold(trained_run, 0.9)
+    evaluate_run(trained_run, n_boot=20, num_workers=0, progress=False)
+    card = (trained_run / "model_card.md").read_text()
+    assert "## Reporting checklist (TRIPOD+AI / CLAIM)" in card and "Still to write by the author:" in card
+    m = json.loads((trained_run / "metrics.json").read_text())
+    config = json.loads((trained_run / "bundle/config.json").read_text())
+    split = json.loads((trained_run / "split.json").read_text())
+    items = {i.topic: i for i in checklist(m, config, split)}
+    assert items["Data partitions"].status == FILLED and "lesion-level" in items["Data partitions"].text
+    assert items["Sample size and class balance"].status == FILLED and "malignant" in items["Sample size and class balance"].text
+    assert items["Subgroups and fairness"].status == FILLED  # the demo data has age, sex and site
+    assert items["Ethics approval and consent"].status == AUTHOR and items["External validation"].status == AUTHOR
+    todo = card.split("Still to write by the author:")[1]
+    assert "Ethics approval" in todo and "Data partitions" not in todo
+    no_subgroups = checklist({**m, "subgroups": {}, "split": "external"}, config, None)
+    by = {i.topic: i for i in no_subgroups}
+    assert by["Subgroups and fairness"].status == AUTHOR and by["External validation"].status == FILLED
+    assert by["Sample size and class balance"].status == AUTHOR

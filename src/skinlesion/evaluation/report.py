@@ -160,6 +160,9 @@ def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir:
         lines += ["", f"## Cross-validation ensemble ({e.get('folds')} folds x {e.get('seeds')} seed(s), "
                   f"{e.get('combine')})", "", _md_table(["model", "test ROC-AUC", "test PR-AUC"], cv_rows(metrics["cv"]))]
     lines += ["", "## Known limitations", ""] + [f"- {x}" for x in LIMITATIONS]
+    from .checklist import checklist, checklist_markdown
+    split = read_json(run_dir / "split.json", "written by prepare") if run_dir is not None and (run_dir / "split.json").is_file() else None
+    lines += ["", "## Reporting checklist (TRIPOD+AI / CLAIM)", ""] + checklist_markdown(checklist(metrics, cfg, split))
     lines += ["", "## How to reproduce", "", "```bash"]
     if run_dir is not None:
         lines += [f"skinlesion train --config {run_dir / 'config.yaml'} --out NEW_RUN_DIR",
