@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from skinlesion.cli import main
 from skinlesion.data.metadata import DataError
@@ -163,3 +164,22 @@ def test_model_card_checklist_fills_what_the_run_knows_and_lists_the_rest(traine
     by = {i.topic: i for i in no_subgroups}
     assert by["Subgroups and fairness"].status == AUTHOR and by["External validation"].status == FILLED
     assert by["Sample size and class balance"].status == AUTHOR
+
+
+def test_error_gallery_lists_the_worst_mistakes_with_overlays(trained_run):
+    evaluate_run(trained_run, n_boot=20, num_workers=0, progress=False)
+    m = json.loads((trained_run / "metrics.json").read_text())
+    preds = pd.read_csv(trained_run / "test_predictions.csv", dtype={"image_id": str})
+    t = m["threshold"]["value"]
+    g = m["gallery"]["groups"]
+    fn = preds[(preds["label"] == 1) & (preds["probability"] < t)].sort_values("probability")["image_id"].head(8).tolist()
+    fp = preds[(preds["label"] == 0) & (preds["probability"] >= t)].sort_values("probability", ascending=False)
+    assert [i["image_id"] for i in g["false_negatives"]["items"]] == fn
+    assert [i["image_id"] for i in g["false_positives"]["items"]] == fp["image_id"].head(8).tolist()
+    assert all(i["dx"] == "bkl" and i["probability"] >= t for i in g["bkl_called_malignant"]["items"])
+    for item in g["false_positives"]["items"][:2]:
+        png = trained_run / item["png"]
+        assert png.is_file() and Image.open(png).size[0] == 2 * Image.open(png).size[1]  # image | overlay
+        assert {"age", "sex", "localization"} <= set(item)
+    html = (trained_run / "report.html").read_text()
+    assert ("Error analysis" in html) and (not fp.empty) == ("Most confident false positives" in html)

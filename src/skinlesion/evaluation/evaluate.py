@@ -144,7 +144,8 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
         temperature = _fit_temperature(val_preds)
     preds = _with_metadata(preds, ctx.summary.get("dataset", {}).get("metadata"))
     out_dir = run_dir if split_name == "test" else run_dir / f"eval-{split_name}"
-    result = _finish(bundle, preds, out_dir, split_name, tta, temperature, n_boot, seed, run_dir, extra=extra)
+    result = _finish(bundle, preds, out_dir, split_name, tta, temperature, n_boot, seed, run_dir, extra=extra,
+                     paths=dict(zip(split["image_id"], split["path"])))
     changes = {}
     if calibrate:
         changes["calibration"] = {"temperature": temperature, "fit_on": "val", "method": "temperature scaling",
@@ -188,7 +189,7 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
     temperature = (bundle.config.get("calibration") or {}).get("temperature")
     return _finish(bundle, preds, Path(out_dir), "external", tta, temperature, n_boot, seed, None,
                    data_description=f"external dataset {Path(data).resolve()} (every image, no split)",
-                   extra={"data_root": str(Path(data).resolve())})
+                   extra={"data_root": str(Path(data).resolve())}, paths=dict(zip(ds.frame["image_id"], ds.frame["path"])))
 
 
 def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_boot: int, seed: int) -> dict:
@@ -209,7 +210,7 @@ def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_
 
 def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str, tta: bool, temperature: float | None,
             n_boot: int, seed: int, run_dir: Path | None, data_description: str | None = None,
-            extra: dict | None = None) -> EvalResult:
+            extra: dict | None = None, paths: dict | None = None) -> EvalResult:
     from .report import write_model_card, write_report
     threshold = bundle.threshold
     metrics = summarize(preds, threshold, bundle.config["threshold"]["source"], n_boot, seed, temperature)
@@ -233,6 +234,10 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str,
     plots.reliability_plot(metrics["calibration"], d / f"{split_name}_reliability.png")
     plots.threshold_plot(y, p, threshold, d / f"{split_name}_thresholds.png")
     plots.per_dx_plot(metrics["per_dx"], threshold, d / f"{split_name}_per_dx.png")
+    if paths:
+        from .gallery import error_gallery
+        metrics["gallery"] = error_gallery(bundle, preds, paths, out_dir)
+        atomic.write_json(out_dir / ("metrics.json" if split_name in ("test", "external") else f"metrics_{split_name}.json"), metrics)
     report = write_report(out_dir, metrics, bundle.config, run_dir)
     card = write_model_card(out_dir, metrics, bundle.config, run_dir)
     return EvalResult(out_dir, metrics, report, card)

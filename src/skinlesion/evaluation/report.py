@@ -57,6 +57,25 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
+def _gallery_html(gallery: dict, out_dir: Path) -> list[str]:
+    parts = [f"<h2>Error analysis</h2><p>The most confident mistakes at the threshold {gallery['threshold']:.4f}: "
+             "each image beside its Grad-CAM overlay (regions that raised the malignant score).</p>"]
+    for group in gallery["groups"].values():
+        if not group["items"]:
+            continue
+        parts.append(f"<h3>{html.escape(group['title'])}</h3><div class='row'>")
+        for it in group["items"]:
+            caption = f"{it['image_id']} — {it['dx']}, p = {it['probability']:.3f}" + "".join(
+                f", {k} {it[k]}" for k in ("age", "sex", "localization") if it.get(k) is not None)
+            parts.append(_img(out_dir / it["png"], caption) if it.get("png") else f"<p>{html.escape(caption)}</p>")
+        parts.append("</div>")
+    if gallery.get("confused_pairs"):
+        parts += ["<h3>Most-confused diagnoses (7-class)</h3>",
+                  _html_table(["true dx", "predicted dx", "images"], [(p["true"], p["predicted"], p["count"])
+                                                                     for p in gallery["confused_pairs"]])]
+    return parts
+
+
 def _subgroup_rows(metrics: dict) -> dict[str, list]:
     return {col: [[r["group"], r["n"], r["n_malignant"], _fmt(r["roc_auc"]), _fmt(r["sensitivity"]), _fmt(r["specificity"])]
                   for r in rows] for col, rows in metrics["subgroups"].items()}
@@ -104,6 +123,8 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
                                                              for k in ("with_metadata", "image_only")]),
                   f"<p>ROC-AUC difference {d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], paired "
                   f"bootstrap p = {d['p_value']:.4f}.</p>"]
+    if metrics.get("gallery"):
+        parts += _gallery_html(metrics["gallery"], out_dir)
     parts.append("<h2>Subgroups</h2>")
     for col, rows in _subgroup_rows(metrics).items():
         parts += [f"<h3>{col}</h3>", _html_table([col, "n", "malignant", "ROC-AUC", "sensitivity", "specificity"], rows)]
