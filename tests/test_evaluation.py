@@ -183,3 +183,31 @@ def test_error_gallery_lists_the_worst_mistakes_with_overlays(trained_run):
         assert {"age", "sex", "localization"} <= set(item)
     html = (trained_run / "report.html").read_text()
     assert ("Error analysis" in html) and (not fp.empty) == ("Most confident false positives" in html)
+
+
+def test_several_external_sets_in_one_report_with_threshold_drift(trained_run, demo_data, tmp_path, capsys):
+    tune_threshold(trained_run, 0.9)
+    sets = []
+    for name, keep in (("clinicA", slice(0, None, 2)), ("clinicB", slice(1, None, 2))):
+        d = tmp_path / name
+        shutil.copytree(demo_data, d)
+        _held_out_metadata(trained_run, demo_data, d / "HAM10000_metadata.csv")
+        meta = pd.read_csv(d / "HAM10000_metadata.csv")
+        both = meta[meta["dx"].isin(["mel", "bcc", "akiec"])].head(4)  # keep both classes in each half
+        pd.concat([meta.iloc[keep], both]).drop_duplicates("image_id").to_csv(d / "HAM10000_metadata.csv", index=False)
+        sets.append(d)
+    out = tmp_path / "ext"
+    assert main(["evaluate", "--model", str(trained_run / "bundle"), "--data", str(sets[0]), "--data", str(sets[1]),
+                 "--out", str(out), "--bootstrap", "20", "--num-workers", "0", "--quiet"]) == 0
+    summary = json.loads((out / "external_summary.json").read_text())
+    assert [r["dataset"] for r in summary["datasets"]] == ["clinicA", "clinicB"]
+    thr = json.loads((trained_run / "bundle/config.json").read_text())["threshold"]["value"]
+    for r, d in zip(summary["datasets"], sets):
+        preds = pd.read_csv(out / r["dataset"] / "external_predictions.csv")
+        y, p = preds["label"], preds["probability"]
+        assert r["drift"]["sensitivity_reached"] == pytest.approx(((p >= thr) & (y == 1)).sum() / y.sum())
+        needed = r["drift"]["threshold_needed"]
+        assert ((p >= needed) & (y == 1)).sum() / y.sum() >= 0.9
+        assert (out / r["dataset"] / "report.html").is_file()
+    page = (out / "report.html").read_text()
+    assert "Thresholds do not transfer" in page and "clinicA/report.html" in page and "threshold needed" in page

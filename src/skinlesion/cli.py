@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a trained (and tuned) run directory")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of RUN_DIR (default: test)")
     p.add_argument("--model", metavar="BUNDLE", help="evaluate this bundle on an external --data folder instead")
-    p.add_argument("--data", metavar="DIR", help="external dataset in HAM10000 layout (with --model; every image)")
+    p.add_argument("--data", metavar="DIR", action="append", help="external dataset in HAM10000 layout (with --model; "
+                   "every image); repeat --data for several sets in one report with the threshold drift of each")
     p.add_argument("--metadata", metavar="CSV", help="metadata CSV if not DIR/HAM10000_metadata.csv")
     p.add_argument("--allow-missing", type=float, default=0.0, metavar="FRACTION", help="with --data (default: 0)")
     p.add_argument("--out", metavar="DIR", help="output folder for --model evaluations")
@@ -360,7 +361,20 @@ def cmd_evaluate(args, cfg) -> int:
         if not args.data or not args.out:
             raise ConfigError("evaluate --model BUNDLE needs --data DIR (external dataset) and --out DIR. Remedy: "
                               "evaluate --model RUN/bundle --data EXTERNAL_DIR --out EVAL_DIR")
-        result = evaluate_external(args.model, args.data, args.out, args.metadata, args.allow_missing, args.tta,
+        if len(args.data) > 1:
+            from .evaluation.external import evaluate_externals
+            if args.metadata:
+                raise ConfigError("--metadata names one CSV; with several --data each folder needs its own "
+                                  "HAM10000_metadata.csv. Remedy: drop --metadata.")
+            results, page = evaluate_externals(args.model, args.data, args.out, args.allow_missing, args.tta,
+                                               args.bootstrap, args.num_workers, progress=not args.quiet)
+            for name, _, r in results:
+                print(f"{name}: " + format_headline(r.metrics))
+                if r.metrics.get("threshold_drift", {}).get("flag"):
+                    print(f"  drift: {r.metrics['threshold_drift']['flag']}")
+            print(f"report: {page}")
+            return 0
+        result = evaluate_external(args.model, args.data[0], args.out, args.metadata, args.allow_missing, args.tta,
                                    args.bootstrap, num_workers=args.num_workers, progress=not args.quiet)
     elif args.run_dir:
         result = evaluate_run(args.run_dir, args.split, args.tta, args.calibrate, args.bootstrap,

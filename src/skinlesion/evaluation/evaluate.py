@@ -187,9 +187,12 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
     for col in [c for c in out.columns if c.startswith("p_")]:
         preds[col] = out[col].to_numpy()
     temperature = (bundle.config.get("calibration") or {}).get("temperature")
+    from .external import threshold_drift
+    drift = threshold_drift(preds, bundle.threshold, bundle.config["threshold"].get("target_sensitivity"))
     return _finish(bundle, preds, Path(out_dir), "external", tta, temperature, n_boot, seed, None,
                    data_description=f"external dataset {Path(data).resolve()} (every image, no split)",
-                   extra={"data_root": str(Path(data).resolve())}, paths=dict(zip(ds.frame["image_id"], ds.frame["path"])))
+                   extra={"data_root": str(Path(data).resolve()), "threshold_drift": drift},
+                   paths=dict(zip(ds.frame["image_id"], ds.frame["path"])))
 
 
 def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_boot: int, seed: int) -> dict:

@@ -95,6 +95,13 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
              f"Threshold {metrics['threshold']['value']:.4f} ({html.escape(metrics['threshold']['source'])}). "
              f"95% CIs from {metrics['bootstrap']['resamples']} lesion-level bootstrap resamples (seed {metrics['bootstrap']['seed']})."
              f"{' Test-time augmentation on.' if metrics.get('tta') else ''}</p>"]
+    drift = metrics.get("threshold_drift") or {}
+    if drift.get("target_sensitivity") is not None:
+        parts.append(f"<p class='notice'>Threshold drift on this set: the bundle's threshold {drift['threshold']:.4f} "
+                     f"reached sensitivity {drift['sensitivity_reached']:.3f} (target {drift['target_sensitivity']:.2f}) "
+                     f"and specificity {drift['specificity_reached']:.3f}; this set would need "
+                     f"{drift['threshold_needed'] if drift['threshold_needed'] is None else format(drift['threshold_needed'], '.4f')} "
+                     f"for the target. {html.escape(drift.get('flag') or '')}</p>")
     parts += ["<h2>Headline metrics</h2>", _html_table(["metric", "at tuned threshold", "at 0.5"], headline_rows(metrics)),
               "<div class='row'>" + _img(plots / f"{split}_roc.png", "ROC") + _img(plots / f"{split}_pr.png", "Precision-recall")
               + _img(plots / f"{split}_confusion.png", "Confusion matrix") + "</div>"]

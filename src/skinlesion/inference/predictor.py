@@ -39,13 +39,15 @@ def forward_probs(model, x: torch.Tensor, task: str, tta: bool = False,
 
 def probability_columns(task: str, classes: np.ndarray) -> dict[str, np.ndarray]:
     """Per-dx probability columns for a 7-class model (none for binary)."""
-    return {f"p_{dx}": classes[:, j] for j, dx in enumerate(DX_CODES)} if task == "7class" else {}
+    return {f"p_{dx}": np.asarray(classes[:, j], dtype=np.float64) for j, dx in enumerate(DX_CODES)} if task == "7class" else {}
 
 
 def prediction_frame(rows: pd.DataFrame, prob: np.ndarray, classes: np.ndarray, task: str) -> pd.DataFrame:
     """image_id, lesion_id, dx, label of ``rows`` with p(malignant) and, for 7 classes, p_<dx>."""
     out = rows.loc[:, ["image_id", "lesion_id", "dx", "label"]].reset_index(drop=True)
-    out["probability"] = prob
+    # float64 holds every float32 exactly and its CSV text round-trips exactly, so a threshold tuned on these
+    # numbers compares with the model's own output in one precision (no image flips at the threshold)
+    out["probability"] = np.asarray(prob, dtype=np.float64)
     for k, v in probability_columns(task, classes).items():
         out[k] = v
     return out
@@ -118,7 +120,7 @@ class Predictor:
         tune-threshold did, so calibration (monotonic) never flips an image sitting on the threshold. For a
         calibrated 7-class model the p_<dx> columns are rescaled so that p_akiec + p_bcc + p_mel equals the
         calibrated probability."""
-        raw = np.asarray(prob, dtype=np.float64)
+        raw = prob = np.asarray(prob, dtype=np.float64)
         decision = np.where(raw >= self.bundle.threshold, "malignant", "benign")
         if self.temperature is not None:
             from ..evaluation.calibration import apply_temperature, rescale_classes
