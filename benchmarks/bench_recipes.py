@@ -140,7 +140,7 @@ def report() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     ci = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
     head = ["variant", "epochs", "train min", "val ROC-AUC", "val PR-AUC", "test ROC-AUC", "test PR-AUC",
-            "test spec@90%sens", "shifted ROC-AUC (mean)", "worst shift ROC-AUC", "max |sens drift|"]
+            "test spec@90%sens", "shifted ROC-AUC (mean)", "worst shift ROC-AUC", "max abs sens drift"]
     body = [[r["variant"], r["epochs"], f"{r['train_wall_min']:.1f}", ci(r["val"]["roc_auc"]), ci(r["val"]["pr_auc"]),
              ci(r["test"]["roc_auc"]), ci(r["test"]["pr_auc"]), f"{r['test_spec_at_90_sens']:.3f}",
              f"{r['shifted_mean_roc_auc']:.3f}", f"{min(v['roc_auc']['value'] for v in r['shifts'].values()):.3f}",

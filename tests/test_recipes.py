@@ -27,7 +27,10 @@ def test_recipe_layer_sits_between_defaults_and_flags(tmp_path):
     (tmp_path / "c.yaml").write_text("train:\n  recipe: finetune\n  epochs: 3\n")
     cfg = load_config(tmp_path / "c.yaml")
     assert cfg.train.phases == 1 and cfg.train.epochs == 3 and cfg.train.lr == RECIPES["finetune"]["lr"]
-    assert load_config().train.recipe == "classic" and load_config().train.schedule == "plateau"
+    from skinlesion.config import DEFAULT_RECIPE, RunConfig
+    assert DEFAULT_RECIPE == "modern" and load_config().train.recipe == "modern" and load_config().train.ema is True
+    assert RunConfig().train.recipe == "classic" and RunConfig().train.schedule == "plateau"  # Python: the base keys
+    assert load_config(overrides={"train.recipe": "classic"}).train == RunConfig().train
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor():

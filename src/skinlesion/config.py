@@ -208,7 +208,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 #: The recipe `train`, `run`, `cv` and `lr-find` use when none is named (chosen by benchmarks/bench_recipes.py).
 #: ``RunConfig()`` built in Python holds the dataclass defaults, which are the ``classic`` recipe.
-DEFAULT_RECIPE = "classic"
+DEFAULT_RECIPE = "modern"
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
