@@ -52,6 +52,7 @@ class LesionModule(L.LightningModule):
         if t.ema:  # validated, checkpointed (ema.module.*) and saved as the model (see final_model)
             from timm.utils import ModelEmaV3
             self.ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=True)
+            self.ema.requires_grad_(False)  # a copy, never trained: DDP must not wait for gradients of it
         object.__setattr__(self, "mixer", recipe.build_mixer(t, t.task))
         if t.task == "binary":
             self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=loss_weight)
