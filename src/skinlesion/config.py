@@ -287,7 +287,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     recipe = _chosen_recipe(path, overrides, base)
     if recipe not in RECIPES:
         raise ConfigError(f"--recipe {recipe!r} is not a known recipe ({', '.join(RECIPES)}). Remedy: --recipe classic")
-    cfg = apply_overrides(cfg, {f"train.{k}": v for k, v in RECIPES[recipe].items()}, source=f"recipe {recipe}")
+    cfg = apply_overrides(cfg, {"train.recipe": recipe, **{f"train.{k}": v for k, v in RECIPES[recipe].items()}},
+                          source=f"recipe {recipe}")
     for path in (base, path):
         if path is None:
             continue
