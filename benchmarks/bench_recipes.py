@@ -57,12 +57,8 @@ def cpu_seconds() -> float:
 
 
 def auc_ci(frame, n_boot: int) -> dict:
-    from skinlesion.evaluation.bootstrap import bootstrap
-    from skinlesion.evaluation.metrics import pr_auc, roc_auc
-    y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
-    est = bootstrap(lambda i: {"roc_auc": roc_auc(y[i], p[i]), "pr_auc": pr_auc(y[i], p[i])},
-                    frame["lesion_id"].to_numpy(), n_boot, 0)
-    return {k: v.to_dict() for k, v in est.items()}
+    from skinlesion.evaluation.summary import auc_estimates
+    return auc_estimates(frame, n_boot, 0)
 
 
 def spec_at_sens(y, p, target: float = 0.90) -> float:

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_options import (_add_data_opts, _add_demo_opts, _add_split_opts, _add_train_opts, _opt, check_args,
-                          check_fraction)
+from .cli_options import _add_data_opts, _add_demo_opts, _add_split_opts, _add_train_opts, _opt, check_args
 from .config import ConfigError, load_config
 from .errors import SkinlesionError
 
@@ -277,7 +276,6 @@ def cmd_run(args, cfg) -> int:
     from .evaluation.evaluate import evaluate_run, format_headline
     from .evaluation.tune import format_result, tune_threshold
     from .training.fit import train
-    check_fraction("--target-sensitivity", args.target_sensitivity)
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if result is None:  # a DDP rank other than 0: only rank 0 tunes and evaluates
         return 0

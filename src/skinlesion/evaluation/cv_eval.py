@@ -7,15 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bootstrap import bootstrap, paired_difference
-from .metrics import pr_auc, roc_auc
-
-
-def _aucs(frame: pd.DataFrame, n_boot: int, seed: int) -> dict:
-    y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
-    est = bootstrap(lambda i: {"roc_auc": roc_auc(y[i], p[i]), "pr_auc": pr_auc(y[i], p[i])},
-                    frame["lesion_id"].to_numpy(), n_boot, seed)
-    return {k: v.to_dict() for k, v in est.items()}
+from .bootstrap import paired_difference
+from .metrics import roc_auc
+from .summary import auc_estimates
 
 
 def cv_section(run_dir: Path, bundle, split: pd.DataFrame, ensemble_preds: pd.DataFrame, predict, n_boot: int,
@@ -24,11 +18,11 @@ def cv_section(run_dir: Path, bundle, split: pd.DataFrame, ensemble_preds: pd.Da
     from ..inference.bundle import load_bundle
     from ..models.ensemble import EnsembleClassifier
     members = bundle.config["ensemble"]["members"]
-    rows = []
+    rows, member_preds = [], {}
     for name in members:
-        preds = predict(load_bundle(run_dir / "folds" / name / "bundle"))
-        rows.append({"member": name, **_aucs(preds, n_boot, seed)})
-    ensemble = _aucs(ensemble_preds, n_boot, seed)
+        member_preds[name] = predict(load_bundle(run_dir / "folds" / name / "bundle"))
+        rows.append({"member": name, **auc_estimates(member_preds[name], n_boot, seed)})
+    ensemble = auc_estimates(ensemble_preds, n_boot, seed)
     singles = {k: [r[k]["value"] for r in rows] for k in ("roc_auc", "pr_auc")}
     best = max(rows, key=lambda r: r["roc_auc"]["value"])
     other = "mean_logit" if bundle.config["ensemble"].get("combine", "mean_probability") == "mean_probability" \
@@ -41,9 +35,8 @@ def cv_section(run_dir: Path, bundle, split: pd.DataFrame, ensemble_preds: pd.Da
             "single_sd": {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in singles.items()},
             "best_single": best["member"],
             "ensemble_vs_best": paired_difference(roc_auc, y, ensemble_preds["probability"],
-                                                  predict(load_bundle(run_dir / "folds" / best["member"] / "bundle"))
-                                                  ["probability"], groups, n_boot, seed),
-            "alternative_combine": {"combine": other, **_aucs(alt, n_boot, seed)}}
+                                                  member_preds[best["member"]]["probability"], groups, n_boot, seed),
+            "alternative_combine": {"combine": other, **auc_estimates(alt, n_boot, seed)}}
 
 
 def cv_rows(cv: dict) -> list[list[str]]:

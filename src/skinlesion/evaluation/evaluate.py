@@ -118,6 +118,9 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     run_dir = check_run_dir(run_dir)
     bundle = load_bundle(run_dir / "bundle")
     check_inference_mode(bundle.config, tta, str(run_dir / "bundle"))
+    if calibrate and bundle.config.get("ensemble"):
+        raise DataError("--calibrate on a cv run: calibrate needs the ensemble's own validation predictions, which "
+                        "do not exist (every image was in some member's training data). Remedy: drop --calibrate.")
     ctx, split = run_context(run_dir, bundle)
     if (run_dir / "threshold.json").is_file():  # the report reads it: check it before anything is written
         read_json(run_dir / "threshold.json", "written by tune-threshold")
@@ -135,9 +138,6 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
         extra["cv"] = cv_section(run_dir, bundle, split, preds, lambda b: predict_split(
             b, split, split_name, tta, batch_size, workers, cache_dir, False), n_boot, seed)
     temperature = (bundle.config.get("calibration") or {}).get("temperature")
-    if calibrate and bundle.config.get("ensemble"):
-        raise DataError("--calibrate on a cv run: calibrate needs the ensemble's own validation predictions, which "
-                        "do not exist (every image was in some member's training data). Remedy: drop --calibrate.")
     if calibrate:
         val_preds = bound_val_predictions(ctx) if not tta else \
             predict_split(bundle, split, "val", tta, batch_size, workers, cache_dir, progress)
@@ -198,16 +198,13 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
 def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_boot: int, seed: int) -> dict:
     """ROC-AUC / PR-AUC of the metadata model with its metadata and with every field missing (same images),
     and the paired bootstrap difference of the ROC-AUC."""
-    from .bootstrap import bootstrap, paired_difference
-    from .metrics import pr_auc, roc_auc
-    y, groups = with_meta["label"].to_numpy(), with_meta["lesion_id"].to_numpy()
-    out = {"fields": list(fields)}
-    for name, frame in (("with_metadata", with_meta), ("image_only", without)):
-        p = frame["probability"].to_numpy()
-        est = bootstrap(lambda i, p=p: {"roc_auc": roc_auc(y[i], p[i]), "pr_auc": pr_auc(y[i], p[i])}, groups, n_boot, seed)
-        out[name] = {k: v.to_dict() for k, v in est.items()}
-    out["roc_auc_difference"] = paired_difference(roc_auc, y, with_meta["probability"], without["probability"], groups,
-                                                  n_boot, seed)
+    from .bootstrap import paired_difference
+    from .metrics import roc_auc
+    from .summary import auc_estimates
+    out = {"fields": list(fields), "with_metadata": auc_estimates(with_meta, n_boot, seed),
+           "image_only": auc_estimates(without, n_boot, seed)}
+    out["roc_auc_difference"] = paired_difference(roc_auc, with_meta["label"].to_numpy(), with_meta["probability"],
+                                                  without["probability"], with_meta["lesion_id"].to_numpy(), n_boot, seed)
     return out
 
 
@@ -228,7 +225,6 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str,
     if temperature is not None:
         written["probability_calibrated"] = apply_temperature(written["probability"], temperature)
     atomic.write_csv(out_dir / name, written)
-    atomic.write_json(out_dir / ("metrics.json" if split_name in ("test", "external") else f"metrics_{split_name}.json"), metrics)
     y, p = preds["label"].to_numpy(), preds["probability"].to_numpy()
     d = out_dir / "plots"
     plots.roc_plot(y, p, threshold, d / f"{split_name}_roc.png", title=f"ROC ({split_name})")
@@ -240,7 +236,7 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str,
     if paths:
         from .gallery import error_gallery
         metrics["gallery"] = error_gallery(bundle, preds, paths, out_dir)
-        atomic.write_json(out_dir / ("metrics.json" if split_name in ("test", "external") else f"metrics_{split_name}.json"), metrics)
+    atomic.write_json(out_dir / ("metrics.json" if split_name in ("test", "external") else f"metrics_{split_name}.json"), metrics)
     report = write_report(out_dir, metrics, bundle.config, run_dir)
     card = write_model_card(out_dir, metrics, bundle.config, run_dir)
     return EvalResult(out_dir, metrics, report, card)

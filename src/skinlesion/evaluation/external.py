@@ -7,12 +7,12 @@ import html
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .. import atomic
 from ..data.metadata import DataError
-from .thresholds import sensitivity_curve
+from .metrics import threshold_metrics
+from .thresholds import threshold_for_sensitivity
 
 #: A set is flagged when the sensitivity reached at the bundle's threshold misses the target by more than this.
 DRIFT_TOLERANCE = 0.05
@@ -22,13 +22,12 @@ def threshold_drift(preds: pd.DataFrame, threshold: float, target: float | None)
     """Sensitivity and specificity reached at ``threshold`` on these predictions, and the highest threshold
     that would reach ``target`` sensitivity here (None when the bundle states no target)."""
     y, p = preds["label"].to_numpy(), preds["probability"].to_numpy()
-    sens = float(((p >= threshold) & (y == 1)).sum() / max(y.sum(), 1))
-    spec = float(((p < threshold) & (y == 0)).sum() / max((1 - y).sum(), 1))
+    reached = threshold_metrics(y, p, threshold)
+    sens, spec = reached["sensitivity"], reached["specificity"]
     out = {"threshold": threshold, "target_sensitivity": target, "sensitivity_reached": sens,
            "specificity_reached": spec, "threshold_needed": None, "flag": None}
     if target is not None and 0 < y.sum() < len(y):
-        thresholds, s, _ = sensitivity_curve(y, p)
-        out["threshold_needed"] = float(thresholds[np.flatnonzero(s >= target - 1e-12)[0]])
+        out["threshold_needed"] = threshold_for_sensitivity(y, p, target)
         if sens < target - DRIFT_TOLERANCE:
             out["flag"] = (f"sensitivity {sens:.3f} at the bundle's threshold is below the {target:.2f} target: the "
                            f"threshold does not transfer (this set would need {out['threshold_needed']:.4f})")

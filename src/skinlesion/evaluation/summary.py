@@ -9,7 +9,7 @@ from ..errors import SkinlesionError
 from ..labels import DX_CODES
 from .bootstrap import Estimate, bootstrap
 from .calibration import apply_temperature
-from .metrics import all_metrics, confusion, reliability_curve, roc_auc, threshold_metrics
+from .metrics import all_metrics, confusion, pr_auc, reliability_curve, roc_auc, threshold_metrics
 
 SUBGROUP_COLUMNS = ("sex", "age_band", "localization")
 MIN_RESAMPLES = 10
@@ -32,6 +32,14 @@ def _estimates(est: dict[str, Estimate]) -> dict[str, dict]:
 def with_age_band(frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``age_band`` (<30, 30-49, 50-69, >=70, unknown) when an ``age`` column exists."""
     return frame.assign(age_band=age_band(frame["age"])) if "age" in frame else frame
+
+
+def auc_estimates(frame: pd.DataFrame, n_boot: int, seed: int = 0) -> dict[str, dict]:
+    """ROC-AUC and PR-AUC of a predictions table with lesion-bootstrap CIs (as ``Estimate.to_dict``)."""
+    y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
+    est = bootstrap(lambda i: {"roc_auc": roc_auc(y[i], p[i]), "pr_auc": pr_auc(y[i], p[i])},
+                    frame["lesion_id"].to_numpy(), n_boot, seed)
+    return _estimates(est)
 
 
 def headline(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> dict:
