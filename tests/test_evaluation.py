@@ -104,9 +104,9 @@ def test_external_data_errors_are_clear(trained_run, demo_data, tmp_path):
     shutil.copytree(demo_data, bad)
     _held_out_metadata(trained_run, demo_data, bad / "HAM10000_metadata.csv")
     meta = pd.read_csv(bad / "HAM10000_metadata.csv")
-    meta.loc[3, "dx"] = "scc"
+    meta.loc[3, "dx"] = "lentigo"
     meta.to_csv(bad / "HAM10000_metadata.csv", index=False)
-    with pytest.raises(DataError, match="unknown dx code.*'scc'"):
+    with pytest.raises(DataError, match="unknown dx code.*'lentigo'"):
         evaluate_external(trained_run / "bundle", bad, tmp_path / "o1", n_boot=10, num_workers=0, progress=False)
     meta.loc[3, "dx"] = "nv"
     meta.to_csv(bad / "HAM10000_metadata.csv", index=False)

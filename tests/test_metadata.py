@@ -7,7 +7,7 @@ from skinlesion.data.metadata import DataError, find_images, load_dataset, read_
 
 
 def test_missing_metadata_file_names_file_and_remedy(tmp_path):
-    with pytest.raises(DataError, match=r"HAM10000_metadata.csv not found.*Remedy"):
+    with pytest.raises(DataError, match=r"no dataset found: no HAM10000_metadata.csv.*Remedy"):
         load_dataset(tmp_path)
 
 

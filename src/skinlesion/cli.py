@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         return p
 
-    p = verb("prepare", "validate a HAM10000-layout dataset and write a lesion-level split to RUN_DIR")
+    p = verb("prepare", "validate a dataset (HAM10000, ISIC, class folders or any CSV) and write a lesion-level split to RUN_DIR")
     _add_data_opts(p)
     _add_split_opts(p)
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write split.csv/split.json into")
@@ -82,9 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a trained (and tuned) run directory")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of RUN_DIR (default: test)")
     p.add_argument("--model", metavar="BUNDLE", help="evaluate this bundle on an external --data folder instead")
-    p.add_argument("--data", metavar="DIR", action="append", help="external dataset in HAM10000 layout (with --model; "
+    p.add_argument("--data", metavar="DIR", action="append", help="external dataset in any --format (with --model; "
                    "every image); repeat --data for several sets in one report with the threshold drift of each")
-    p.add_argument("--metadata", metavar="CSV", help="metadata CSV if not DIR/HAM10000_metadata.csv")
+    p.add_argument("--metadata", metavar="CSV", help="metadata / ground-truth CSV if not found in DIR")
+    p.add_argument("--format", default="auto", choices=["auto", "ham10000", "isic", "folders", "csv"],
+                   help="dataset layout of --data (default: auto, by the files present, per dataset)")
+    p.add_argument("--columns", metavar="KEY=NAME,...", help="csv format: image=NAME,dx=NAME|label=NAME,group=NAME,...")
+    p.add_argument("--values", metavar="RAW=CODE,...", help="map diagnosis/label values to dx codes, e.g. 0=nv,1=nv,2=mel")
     p.add_argument("--allow-missing", type=float, default=0.0, metavar="FRACTION", help="with --data (default: 0)")
     p.add_argument("--out", metavar="DIR", help="output folder for --model evaluations")
     p.add_argument("--tta", action="store_true", help="average predictions over flips and a rotation")
@@ -161,7 +165,10 @@ def cmd_explore(args, cfg) -> int:
     from .data.metadata import load_dataset
     if cfg.data.root is None:
         raise ConfigError("no data folder given: pass --data DIR")
-    ds = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, not args.quiet)
+    from .data.formats import TableSpec
+    ds = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, not args.quiet,
+                      spec=TableSpec.from_config(cfg.data))
+    print(f"read as {ds.table.detected}")
     path = explore(ds.frame, args.out, title=str(cfg.data.root))
     print(f"wrote {path} (plots and summary.md beside it)")
     return 0
@@ -230,13 +237,15 @@ def cmd_evaluate(args, cfg) -> int:
         if not args.data or not args.out:
             raise ConfigError("evaluate --model BUNDLE needs --data DIR (external dataset) and --out DIR. Remedy: "
                               "evaluate --model RUN/bundle --data EXTERNAL_DIR --out EVAL_DIR")
+        from .data.formats import TableSpec
+        spec = TableSpec(args.format, args.metadata, args.columns, args.values)
         if len(args.data) > 1:
             from .evaluation.external import evaluate_externals
-            if args.metadata:
-                raise ConfigError("--metadata names one CSV; with several --data each folder needs its own "
-                                  "HAM10000_metadata.csv. Remedy: drop --metadata.")
+            if args.metadata or args.columns:
+                raise ConfigError("--metadata/--columns name one CSV; with several --data each folder must be "
+                                  "recognised by itself (--format auto). Remedy: drop them, or evaluate that set alone.")
             results, page = evaluate_externals(args.model, args.data, args.out, args.allow_missing, args.tta,
-                                               args.bootstrap, args.num_workers, progress=not args.quiet)
+                                               args.bootstrap, args.num_workers, progress=not args.quiet, spec=spec)
             for name, _, r in results:
                 print(f"{name}: " + format_headline(r.metrics))
                 if r.metrics.get("threshold_drift", {}).get("flag"):
@@ -244,7 +253,7 @@ def cmd_evaluate(args, cfg) -> int:
             print(f"report: {page}")
             return 0
         result = evaluate_external(args.model, args.data[0], args.out, args.metadata, args.allow_missing, args.tta,
-                                   args.bootstrap, num_workers=args.num_workers, progress=not args.quiet)
+                                   args.bootstrap, num_workers=args.num_workers, progress=not args.quiet, spec=spec)
     elif args.run_dir:
         result = evaluate_run(args.run_dir, args.split, args.tta, args.calibrate, args.bootstrap,
                               num_workers=args.num_workers, progress=not args.quiet)

@@ -40,6 +40,13 @@ def _add_data_opts(p: argparse.ArgumentParser, required: bool = True, features: 
     _opt(p, "--allow-missing", "data.allow_missing", "fraction of images that may be missing or corrupt; "
          "they are dropped and reported", type=float, metavar="FRACTION")
     _opt(p, "--verify", "data.verify", "decode every image once to find corrupt files", action="store_true")
+    _opt(p, "--format", "data.format", "dataset layout: auto (by the files present), ham10000, isic, folders or csv",
+         choices=["auto", "ham10000", "isic", "folders", "csv"])
+    _opt(p, "--columns", "data.columns", "csv format: which columns hold what, e.g. "
+         "\"image=Image Name,dx=Clinical Diagnosis,group=patient\" (keys image, dx|label, group, age, sex, site)",
+         metavar="KEY=NAME,...")
+    _opt(p, "--values", "data.values", "map diagnosis/label values to dx codes, e.g. \"0=nv,1=nv,2=mel\" or "
+         "\"lentigo NOS=bkl\" (targets: akiec bcc bkl df mel nv vasc scc benign malignant)", metavar="RAW=CODE,...")
 
 
 def _add_split_opts(p: argparse.ArgumentParser) -> None:

@@ -31,6 +31,10 @@ class DataConfig:
     metadata: str | None = None  # metadata CSV; default <root>/HAM10000_metadata.csv
     allow_missing: float = 0.0  # fraction of images allowed missing/corrupt (they are dropped)
     verify: bool = False  # decode every image once to find corrupt files
+    format: str = "auto"  # auto | ham10000 | isic | folders | csv (docs/datasets.md)
+    columns: str | None = None  # csv format: image=NAME,dx=NAME|label=NAME,group=NAME,age=..,sex=..,site=..
+    values: str | None = None  # RAW=CODE,... mapping of diagnosis/label values to dx codes (or benign/malignant)
+    merge_near_duplicates: bool = False  # prepare: near-duplicate images (audit) become one split group
 
 
 @dataclass
@@ -125,6 +129,8 @@ def _finite(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
 #: (dotted key, check, what it must be, a value that works) — checked before a stage writes anything.
 RULES: tuple[tuple[str, Any, str, str], ...] = (
     ("data.allow_missing", _finite(0, 1, hi_open=True), "a fraction in [0, 1)", "0.01"),
+    ("data.format", lambda v: v in ("auto", "ham10000", "isic", "folders", "csv"),
+     "one of auto, ham10000, isic, folders, csv", "auto"),
     ("train.epochs", _positive_int, "a whole number >= 1", "15"),
     ("train.batch_size", _positive_int, "a whole number >= 1", "32"),
     ("train.phase1_epochs", lambda v: isinstance(v, int) and v >= 0, "a whole number >= 0", "5"),

@@ -20,11 +20,19 @@ DX_NAMES: dict[str, str] = {
     "vasc": "Vascular lesion",
 }
 
-MALIGNANT_DX: frozenset[str] = frozenset({"akiec", "bcc", "mel"})
-BENIGN_DX: frozenset[str] = frozenset({"nv", "bkl", "vasc", "df"})
+#: Codes beyond HAM10000's seven that other datasets need (docs/datasets.md): ``scc`` (squamous cell
+#: carcinoma, ISIC 2019) and, where a dataset gives only benign/malignant or a diagnosis outside these codes,
+#: ``benign`` / ``malignant``. They work in the binary task; the 7-class task needs the HAM10000 codes.
+EXTRA_DX: tuple[str, ...] = ("scc", "benign", "malignant")
+ALL_DX: tuple[str, ...] = DX_CODES + EXTRA_DX
+DX_NAMES.update({"scc": "Squamous cell carcinoma", "benign": "Benign, diagnosis not among the codes",
+                 "malignant": "Malignant, diagnosis not among the codes"})
 
-#: dx -> 0 (benign) / 1 (malignant).
-BINARY_LABEL: dict[str, int] = {dx: int(dx in MALIGNANT_DX) for dx in DX_CODES}
+MALIGNANT_DX: frozenset[str] = frozenset({"akiec", "bcc", "mel", "scc", "malignant"})
+BENIGN_DX: frozenset[str] = frozenset({"nv", "bkl", "vasc", "df", "benign"})
+
+#: dx -> 0 (benign) / 1 (malignant), for every known code.
+BINARY_LABEL: dict[str, int] = {dx: int(dx in MALIGNANT_DX) for dx in ALL_DX}
 BINARY_CLASS_NAMES: tuple[str, ...] = ("benign", "malignant")
 
 #: dx -> class index for the 7-class task.
@@ -44,7 +52,7 @@ def binary_label(dx: str) -> int:
     try:
         return BINARY_LABEL[dx]
     except KeyError:
-        raise KeyError(f"unknown dx code {dx!r}; expected one of {', '.join(DX_CODES)}") from None
+        raise KeyError(f"unknown dx code {dx!r}; expected one of {', '.join(ALL_DX)}") from None
 
 
 def label_for(dx: str, task: str = "binary") -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import SkinlesionError
-from ..labels import BINARY_LABEL, DX_CODES
+from ..labels import ALL_DX, BINARY_LABEL, DX_CODES
 from .images import ImageDecodeError, load_rgb
 
 METADATA_FILENAME = "HAM10000_metadata.csv"
@@ -35,50 +35,69 @@ def _ids(values, limit: int = 10) -> str:
     return ", ".join(values[:limit]) + more
 
 
-def read_metadata(csv_path: str | Path) -> pd.DataFrame:
-    """Read and validate the metadata CSV; return it with an added ``label`` (0 benign, 1 malignant)."""
+def read_csv_checked(csv_path: str | Path) -> pd.DataFrame:
+    """A CSV read as text columns, or a DataError naming the file (absent, unreadable, empty)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DataError(
             f"metadata file {csv_path} not found. Remedy: put HAM10000_metadata.csv in the data root "
-            f"(columns {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}) or pass --metadata FILE.")
+            f"(columns {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}), pass --metadata FILE, or see --format.")
     try:
-        frame = pd.read_csv(csv_path, dtype={"lesion_id": str, "image_id": str, "dx": str})
+        frame = pd.read_csv(csv_path, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{csv_path}: cannot be read as CSV ({exc}). Remedy: export it as comma-separated UTF-8.")
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{csv_path}: missing required column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))}). "
-            f"Remedy: the CSV needs columns {', '.join(REQUIRED_COLUMNS)}; rename yours to match.")
+    frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
         raise DataError(f"{csv_path}: has a header but no rows. Remedy: point --data at the full dataset.")
+    return frame
+
+
+def validate_table(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The checks every dataset format shares: no empty ids or dx, known dx codes, each image once, one dx
+    per lesion; adds ``label`` (0 benign, 1 malignant). Row numbers are the CSV's lines."""
     for col in REQUIRED_COLUMNS:
-        frame[col] = frame[col].str.strip()
+        frame[col] = frame[col].astype("string").str.strip()
         empty = frame.index[frame[col].isna() | (frame[col] == "")]
         if len(empty):
-            raise DataError(f"{csv_path}: rows {_rows(empty)} have an empty {col}. Remedy: fill them in or remove those rows.")
+            raise DataError(f"{where}: rows {_rows(empty)} have an empty {col}. Remedy: fill them in or remove those rows.")
+        frame[col] = frame[col].astype(str)
     frame["dx"] = frame["dx"].str.lower()
-    unknown = sorted(set(frame["dx"]) - set(DX_CODES))
+    unknown = sorted(set(frame["dx"]) - set(ALL_DX))
     if unknown:
         bad = frame.index[frame["dx"].isin(unknown)]
         raise DataError(
-            f"{csv_path}: unknown dx code(s) {', '.join(map(repr, unknown))} in rows {_rows(bad)}. "
-            f"Remedy: use the HAM10000 codes {', '.join(DX_CODES)}.")
+            f"{where}: unknown dx code(s) {', '.join(map(repr, unknown))} in rows {_rows(bad)}. "
+            f"Remedy: use the HAM10000 codes {', '.join(DX_CODES)} (or scc, benign, malignant), or read the file with "
+            "--format csv --columns ... --values RAW=CODE to map them.")
     dup = frame.index[frame["image_id"].duplicated(keep=False)]
     if len(dup):
         ids = frame.loc[dup, "image_id"].unique()
         raise DataError(
-            f"{csv_path}: duplicate image_id {_ids(ids)} (rows {_rows(dup)}). Remedy: each image must appear once.")
+            f"{where}: duplicate image_id {_ids(ids)} (rows {_rows(dup)}). Remedy: each image must appear once.")
     dx_per_lesion = frame.groupby("lesion_id")["dx"].nunique()
     conflicting = dx_per_lesion.index[dx_per_lesion > 1]
     if len(conflicting):
         rows = frame.index[frame["lesion_id"].isin(conflicting)]
         raise DataError(
-            f"{csv_path}: lesion_id {_ids(conflicting)} has images with different dx (rows {_rows(rows)}). "
+            f"{where}: lesion_id {_ids(conflicting)} has images with different dx (rows {_rows(rows)}). "
             f"Remedy: a lesion has one diagnosis; correct the dx or the lesion_id of those rows.")
     frame["label"] = frame["dx"].map(BINARY_LABEL).astype(int)
+    if "age" in frame.columns:
+        frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
     return frame
+
+
+def read_metadata(csv_path: str | Path) -> pd.DataFrame:
+    """Read and validate a HAM10000 metadata CSV; return it with an added ``label`` (0 benign, 1 malignant)."""
+    csv_path = Path(csv_path)
+    frame = read_csv_checked(csv_path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{csv_path}: missing required column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))}). "
+            f"Remedy: the CSV needs columns {', '.join(REQUIRED_COLUMNS)}; rename yours to match, or read it with "
+            "--format csv --columns image=NAME,dx=NAME (see docs/datasets.md).")
+    return validate_table(frame, str(csv_path))
 
 
 def find_images(root: str | Path) -> dict[str, Path]:
@@ -115,6 +134,12 @@ class LoadedDataset:
     frame: pd.DataFrame
     missing_ids: list[str] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)  # image_id -> error
+    table: object = None  # formats.Table: format, group source, how it was detected
+    spec: object = None  # formats.TableSpec it was read with
+
+    def record(self) -> dict:
+        """What split.json keeps so later stages read the same table again."""
+        return self.table.record(self.spec) if self.table is not None else {}
 
     @property
     def dropped(self) -> int:
@@ -135,15 +160,19 @@ def verify_images(paths: dict[str, Path], progress: bool = True) -> dict[str, st
 
 
 def load_dataset(root: str | Path, metadata: str | Path | None = None, allow_missing: float = 0.0,
-                 verify: bool = False, progress: bool = True) -> LoadedDataset:
-    """Validate metadata and images; drop missing/corrupt images only within ``allow_missing``."""
+                 verify: bool = False, progress: bool = True, spec=None) -> LoadedDataset:
+    """Read the dataset at ``root`` in any format (``spec``: formats.TableSpec; default auto-detected),
+    validate metadata and images; drop missing/corrupt images only within ``allow_missing``."""
+    from .formats import TableSpec, read_table
     root = Path(root)
     if not (math.isfinite(allow_missing) and 0.0 <= allow_missing < 1.0):
         raise DataError(f"--allow-missing must be a fraction in [0, 1), got {allow_missing}. Remedy: --allow-missing 0.01")
-    metadata_path = Path(metadata) if metadata else root / METADATA_FILENAME
-    frame = read_metadata(metadata_path)
-    images = find_images(root)
-    frame["path"] = frame["image_id"].map(lambda i: str(images[i]) if i in images else None)
+    spec = spec or TableSpec(metadata=str(metadata) if metadata else None)
+    table = read_table(root, spec)
+    frame, metadata_path = table.frame, table.source
+    if "path" not in frame.columns:
+        images = find_images(root)
+        frame["path"] = frame["image_id"].map(lambda i: str(images[i]) if i in images else None)
     missing_ids = frame.loc[frame["path"].isna(), "image_id"].tolist()
     corrupt: dict[str, str] = {}
     if verify:
@@ -169,4 +198,4 @@ def load_dataset(root: str | Path, metadata: str | Path | None = None, allow_mis
     if frame.empty:
         raise DataError(f"{metadata_path}: no usable images remain below {root}.")
     return LoadedDataset(root=root, metadata_path=metadata_path, frame=frame,
-                         missing_ids=missing_ids, corrupt=corrupt)
+                         missing_ids=missing_ids, corrupt=corrupt, table=table, spec=spec)

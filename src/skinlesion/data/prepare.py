@@ -23,7 +23,8 @@ class PrepareResult:
 
     def report(self) -> str:
         """Human-readable summary: dropped images (if any) and the per-split table."""
-        lines = [f"dataset: {self.dataset.metadata_path} ({len(self.dataset.frame)} usable images)"]
+        lines = [f"dataset: {self.dataset.metadata_path} ({len(self.dataset.frame)} usable images)",
+                 f"read as {self.dataset.table.detected}"]
         if self.dataset.missing_ids:
             lines.append(f"dropped {len(self.dataset.missing_ids)} missing image(s): {', '.join(self.dataset.missing_ids[:20])}")
         if self.dataset.corrupt:
@@ -43,13 +44,16 @@ def prepare(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> Prepa
         raise ConfigError("no data folder given: pass --data DIR (the folder with HAM10000_metadata.csv)")
     check_ratios(cfg.split.ratios)
     check_no_model(run_dir)
-    dataset = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, progress)
+    from .formats import TableSpec, check_task
+    dataset = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, progress,
+                           spec=TableSpec.from_config(cfg.data))
+    check_task(dataset.frame, cfg.train.task, str(dataset.metadata_path))
     split = make_split(dataset.frame, cfg.split.seed, cfg.split.ratios, cfg.split.folds)
     check_both_classes(split, cfg.split.ratios, source=str(dataset.metadata_path))
     summary = summarize(split, cfg.split.seed, cfg.split.ratios, cfg.split.folds)
     summary["dataset"] = {"root": str(Path(cfg.data.root).resolve()), "metadata": str(dataset.metadata_path.resolve()),
                           "usable_images": int(len(dataset.frame)), "missing_ids": dataset.missing_ids,
-                          "corrupt_ids": sorted(dataset.corrupt)}
+                          "corrupt_ids": sorted(dataset.corrupt), "format": dataset.record()}
     run_dir.mkdir(parents=True, exist_ok=True)
     write_split(split, summary, run_dir)
     save_config(cfg, run_dir)

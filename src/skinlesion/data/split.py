@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import atomic
-from ..labels import BINARY_LABEL, DX_CODES
+from ..labels import ALL_DX, BINARY_LABEL, DX_CODES
 from .metadata import DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -57,7 +57,7 @@ def check_both_classes(split: pd.DataFrame, ratios, source: str = "split") -> No
 
 def _lesions_by_dx(frame: pd.DataFrame) -> dict[str, list[str]]:
     lesion_dx = frame.groupby("lesion_id", sort=True)["dx"].first()
-    return {dx: sorted(lesion_dx.index[lesion_dx == dx]) for dx in DX_CODES}
+    return {dx: sorted(lesion_dx.index[lesion_dx == dx]) for dx in ALL_DX}
 
 
 def _split_counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -175,7 +175,7 @@ def summarize(split: pd.DataFrame, seed: int, ratios, folds: int | None = None) 
             "lesions": int(part["lesion_id"].nunique()),
             "malignant_images": int(part["label"].sum()),
             "malignant_lesions": int(part.loc[part["label"] == 1, "lesion_id"].nunique()),
-            "dx_images": {dx: int((part["dx"] == dx).sum()) for dx in DX_CODES},
+            "dx_images": {dx: int((part["dx"] == dx).sum()) for dx in _present(split)},
         }
     summary = {"seed": int(seed), "ratios": [float(r) for r in ratios], "folds": folds,
                "counts": counts, "lesion_hash": lesion_hash(split), "fingerprint": split_fingerprint(split)}
@@ -184,18 +184,24 @@ def summarize(split: pd.DataFrame, seed: int, ratios, folds: int | None = None) 
     return summary
 
 
+def _present(split: pd.DataFrame) -> list[str]:
+    """HAM10000's seven codes always (stable split.json keys), the other codes when the data has them."""
+    return list(DX_CODES) + [dx for dx in ALL_DX[len(DX_CODES):] if (split["dx"] == dx).any()]
+
+
 def format_table(summary: dict) -> str:
     """Per-split table: images, lesions, malignant and images per dx."""
-    head = ["split", "images", "lesions", "malignant", "mal %"] + list(DX_CODES)
+    codes = list(summary["counts"][SPLITS[0]]["dx_images"])
+    head = ["split", "images", "lesions", "malignant", "mal %"] + codes
     rows = []
     for name in SPLITS:
         c = summary["counts"][name]
         pct = 100.0 * c["malignant_images"] / c["images"] if c["images"] else 0.0
         rows.append([name, c["images"], c["lesions"], c["malignant_images"], f"{pct:.1f}"]
-                    + [c["dx_images"][dx] for dx in DX_CODES])
+                    + [c["dx_images"][dx] for dx in codes])
     total = [sum(summary["counts"][s][k] for s in SPLITS) for k in ("images", "lesions", "malignant_images")]
     pct = 100.0 * total[2] / total[0] if total[0] else 0.0
-    rows.append(["total", *total, f"{pct:.1f}"] + [sum(summary["counts"][s]["dx_images"][dx] for s in SPLITS) for dx in DX_CODES])
+    rows.append(["total", *total, f"{pct:.1f}"] + [sum(summary["counts"][s]["dx_images"][dx] for s in SPLITS) for dx in codes])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
@@ -237,7 +243,7 @@ def load_split(run_dir: str | Path) -> pd.DataFrame:
         if len(empty):
             raise DataError(f"{path}: row(s) {', '.join(str(i + 2) for i in empty[:10])} have an empty {col}. "
                             "Remedy: re-create the split with `skinlesion prepare`.")
-    unknown = sorted(set(split["dx"]) - set(DX_CODES))
+    unknown = sorted(set(split["dx"]) - set(ALL_DX))
     if unknown:
         raise DataError(f"{path}: unknown dx code(s) {unknown}. Remedy: re-create the split with `skinlesion prepare`.")
     expected = split["dx"].map(BINARY_LABEL)
@@ -247,7 +253,7 @@ def load_split(run_dir: str | Path) -> pd.DataFrame:
         rows = ", ".join(f"{i + 2} ({split.at[i, 'image_id']}: dx {split.at[i, 'dx']}, label {split.at[i, 'label']})"
                          for i in wrong[:5])
         raise DataError(f"{path}: 'label' disagrees with 'dx' in {len(wrong)} row(s), e.g. line(s) {rows}; labels "
-                        "follow from dx (akiec, bcc, mel -> 1, others -> 0). Remedy: re-create the split with "
+                        "follow from dx (akiec, bcc, mel, scc, malignant -> 1, others -> 0). Remedy: re-create the split with "
                         "`skinlesion prepare` (in a new --out if this run has a model).")
     split["label"] = label.astype(int)
     if "fold" in split.columns:

@@ -11,7 +11,8 @@ import torch
 
 from .. import atomic
 from ..data.cache import CachedImages, build_cache, default_num_workers
-from ..data.metadata import DataError, load_dataset, read_metadata
+from ..data.formats import recorded_table
+from ..data.metadata import DataError, load_dataset
 from ..data.run import RunContext, binding, check_binding, check_run_dir, open_run, read_json
 from ..inference.bundle import Bundle, check_inference_mode, load_bundle, overlap_with_training, update_config
 from ..paths import check_outputs
@@ -32,11 +33,11 @@ class EvalResult:
     model_card: Path
 
 
-def _with_metadata(preds: pd.DataFrame, metadata_path: str | None) -> pd.DataFrame:
-    """Join age/sex/localization from the dataset's metadata CSV (for subgroup tables) when available."""
-    if not metadata_path or not Path(metadata_path).is_file():
+def _with_metadata(preds: pd.DataFrame, record: dict | None) -> pd.DataFrame:
+    """Join age/sex/localization from the dataset's table (for subgroup tables) when available."""
+    meta = recorded_table(record)
+    if meta is None:
         return preds
-    meta = read_metadata(metadata_path)
     cols = [c for c in META_COLUMNS if c in meta.columns]
     return preds.merge(meta[["image_id", *cols]], on="image_id", how="left") if cols else preds
 
@@ -79,9 +80,8 @@ def run_context(run_dir: Path, bundle: Bundle) -> tuple[RunContext, pd.DataFrame
     check_binding(trained, ctx, f"the model in {run_dir / 'bundle'}")
     split = ctx.with_paths(trained.get("dataset_root"))
     if bundle.encoder is not None:  # the rows' patient metadata, for a model that fuses it
-        path = ctx.summary.get("dataset", {}).get("metadata")
-        if path and Path(path).is_file():
-            meta = read_metadata(path)
+        meta = recorded_table(ctx.summary.get("dataset"), trained.get("dataset_root"))
+        if meta is not None:
             cols = [c for c in bundle.encoder.fields if c in meta.columns]
             split = split.merge(meta[["image_id", *cols]], on="image_id", how="left")
     return ctx, split
@@ -142,7 +142,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
         val_preds = bound_val_predictions(ctx) if not tta else \
             predict_split(bundle, split, "val", tta, batch_size, workers, cache_dir, progress)
         temperature = _fit_temperature(val_preds)
-    preds = _with_metadata(preds, ctx.summary.get("dataset", {}).get("metadata"))
+    preds = _with_metadata(preds, ctx.summary.get("dataset"))
     out_dir = run_dir if split_name == "test" else run_dir / f"eval-{split_name}"
     result = _finish(bundle, preds, out_dir, split_name, tta, temperature, n_boot, seed, run_dir, extra=extra,
                      paths=dict(zip(split["image_id"], split["path"])))
@@ -161,14 +161,18 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
 
 def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | Path, metadata: str | None = None,
                       allow_missing: float = 0.0, tta: bool = False, n_boot: int = 1000, seed: int = 0,
-                      batch_size: int = 64, num_workers: int | None = None, progress: bool = True) -> EvalResult:
-    """Evaluate a bundle on every image of an external HAM10000-layout dataset (no split). Images the
+                      batch_size: int = 64, num_workers: int | None = None, progress: bool = True,
+                      spec=None) -> EvalResult:
+    """Evaluate a bundle on every image of an external dataset in any format (``spec``: formats.TableSpec;
+    no split). Images the
     model trained or was selected on are refused: that would not be an external validation."""
     check_resamples(n_boot)
     bundle = load_bundle(bundle_dir)
     check_inference_mode(bundle.config, tta, str(bundle_dir))
     check_outputs([Path(out_dir)], protected=[Path(bundle_dir)], inputs=[Path(data)])
-    ds = load_dataset(data, metadata, allow_missing, verify=False, progress=progress)
+    ds = load_dataset(data, metadata, allow_missing, verify=False, progress=progress, spec=spec)
+    if progress:
+        print(f"{data}: read as {ds.table.detected}")
     seen = overlap_with_training(bundle.config, ds.frame["image_id"])
     if seen:
         raise DataError(f"{len(seen)} of the {len(ds.frame)} images in {data} were used to train or select this "

@@ -47,7 +47,7 @@ def _name(path: Path, taken: set[str]) -> str:
 
 
 def evaluate_externals(bundle_dir, datas: list[str], out_dir, allow_missing: float = 0.0, tta: bool = False,
-                       n_boot: int = 1000, num_workers=None, progress: bool = True) -> tuple[list, Path]:
+                       n_boot: int = 1000, num_workers=None, progress: bool = True, spec=None) -> tuple[list, Path]:
     """``evaluate --model BUNDLE --data D1 --data D2 ...``: OUT/<name>/ per dataset plus OUT/report.html and
     OUT/external_summary.json with the side-by-side table and the threshold drift of each set."""
     from .evaluate import evaluate_external
@@ -62,7 +62,7 @@ def evaluate_externals(bundle_dir, datas: list[str], out_dir, allow_missing: flo
     for d in datas:
         name = _name(Path(d), taken)
         results.append((name, d, evaluate_external(bundle_dir, d, out_dir / name, None, allow_missing, tta, n_boot,
-                                                   num_workers=num_workers, progress=progress)))
+                                                   num_workers=num_workers, progress=progress, spec=spec)))
     rows = [summary_row(name, d, r.metrics) for name, d, r in results]
     atomic.write_json(out_dir / "external_summary.json", {"bundle": str(Path(bundle_dir).resolve()), "datasets": rows})
     return results, write_summary_page(out_dir, rows, results[0][2].metrics)

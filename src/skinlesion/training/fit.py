@@ -183,13 +183,19 @@ class TrainSetup:
 
 def _metadata(cfg: RunConfig, ctx: RunContext, split: pd.DataFrame, data_root: str):
     """The fitted encoder (on training rows) and the encoded rows of the split, or (None, None)."""
-    from ..data.metadata import METADATA_FILENAME, read_metadata
+    from ..data.formats import recorded_table
     from ..data.tabular import MetadataEncoder, parse_fields
     fields = parse_fields(cfg.train.metadata)
     if not fields:
         return None, None
-    path = cfg.data.metadata or ctx.summary.get("dataset", {}).get("metadata") or str(Path(data_root) / METADATA_FILENAME)
-    meta = read_metadata(path)
+    record = dict(ctx.summary.get("dataset") or {})
+    if cfg.data.metadata:
+        record["metadata"] = cfg.data.metadata
+        record.setdefault("format", {})["metadata"] = cfg.data.metadata
+    meta = recorded_table(record, data_root)
+    if meta is None:
+        raise DataError(f"--metadata {','.join(fields)}: the dataset's table is not readable below {data_root}. "
+                        "Remedy: pass --data DIR (and --metadata FILE.csv) of the dataset the split was made from.")
     rows = split[["image_id", "split"]].merge(meta.drop(columns=["split"], errors="ignore"), on="image_id", how="left")
     encoder = MetadataEncoder.fit(rows[rows["split"] == "train"], fields)
     return encoder, torch.from_numpy(encoder.encode(rows))
@@ -207,6 +213,8 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
         check_resume_config(cfg, run_dir)
     L.seed_everything(t.seed, workers=True, verbose=False)
     ctx, split, data_root = _split_with_paths(cfg, run_dir, progress, echo)
+    from ..data.formats import check_task
+    check_task(split, t.task, str(run_dir / "split.csv"))
     if resume:
         check_checkpoint_binding(ctx, run_dir / "checkpoints")
         verify_checkpoints(run_dir)
