@@ -52,9 +52,10 @@ def read_csv_checked(csv_path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def validate_table(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+def validate_table(frame: pd.DataFrame, where: str, groups_are_lesions: bool = True) -> pd.DataFrame:
     """The checks every dataset format shares: no empty ids or dx, known dx codes, each image once, one dx
-    per lesion; adds ``label`` (0 benign, 1 malignant). Row numbers are the CSV's lines."""
+    per lesion (when the groups are lesions, not patients); adds ``label`` (0 benign, 1 malignant). Row
+    numbers are the CSV's lines."""
     for col in REQUIRED_COLUMNS:
         frame[col] = frame[col].astype("string").str.strip()
         empty = frame.index[frame[col].isna() | (frame[col] == "")]
@@ -76,7 +77,7 @@ def validate_table(frame: pd.DataFrame, where: str) -> pd.DataFrame:
             f"{where}: duplicate image_id {_ids(ids)} (rows {_rows(dup)}). Remedy: each image must appear once.")
     dx_per_lesion = frame.groupby("lesion_id")["dx"].nunique()
     conflicting = dx_per_lesion.index[dx_per_lesion > 1]
-    if len(conflicting):
+    if groups_are_lesions and len(conflicting):
         rows = frame.index[frame["lesion_id"].isin(conflicting)]
         raise DataError(
             f"{where}: lesion_id {_ids(conflicting)} has images with different dx (rows {_rows(rows)}). "

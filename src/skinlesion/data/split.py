@@ -258,25 +258,32 @@ def load_split(run_dir: str | Path) -> pd.DataFrame:
     split["label"] = label.astype(int)
     if "fold" in split.columns:
         split["fold"] = pd.to_numeric(split["fold"], errors="coerce").fillna(-2).astype(int)
+    recorded = _recorded(run_dir / "split.json")
+    groups = ((recorded or {}).get("dataset") or {}).get("format", {}).get("group_source", "lesion_id")
     dx_per_lesion = split.groupby("lesion_id")["dx"].nunique()
-    if (dx_per_lesion > 1).any():
+    if groups == "lesion_id" and (dx_per_lesion > 1).any():
         bad = dx_per_lesion.index[dx_per_lesion > 1].tolist()
         raise DataError(f"{path}: lesion(s) {', '.join(bad[:10])} have images with different dx. "
                         "Remedy: re-create the split with `skinlesion prepare`.")
     check_lesion_disjoint(split, source=str(path))
     json_path = run_dir / "split.json"
-    if json_path.is_file():
-        try:
-            recorded = json.loads(json_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DataError(f"{json_path} is not valid JSON ({exc}). Remedy: re-create the split with "
-                            "`skinlesion prepare` in a new --out.") from None
+    if recorded is not None:
         if recorded.get("lesion_hash", {}).get("all") not in (None, lesion_hash(split)["all"]) or \
                 recorded.get("fingerprint") not in (None, split_fingerprint(split)):
             raise DataError(f"{path} no longer matches the fingerprint in {json_path}: images were moved, added, "
                             "dropped or relabelled by hand. Remedy: restore the original split.csv, or re-create the "
                             "split with `skinlesion prepare` into a new --out and train there.")
     return split
+
+
+def _recorded(json_path: Path) -> dict | None:
+    if not json_path.is_file():
+        return None
+    try:
+        return json.loads(json_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{json_path} is not valid JSON ({exc}). Remedy: re-create the split with "
+                        "`skinlesion prepare` in a new --out.") from None
 
 
 def attach_paths(split: pd.DataFrame, root: str | Path, source: str = "split.csv") -> pd.DataFrame:

@@ -6,7 +6,7 @@ import pandas as pd
 
 from ..data.explore import AGE_BAND_ORDER, age_band
 from ..errors import SkinlesionError
-from ..labels import DX_CODES
+from ..labels import ALL_DX, MALIGNANT_DX
 from .bootstrap import Estimate, bootstrap
 from .calibration import apply_temperature
 from .metrics import all_metrics, confusion, pr_auc, reliability_curve, roc_auc, threshold_metrics
@@ -58,14 +58,14 @@ def headline(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> d
 
 
 def per_dx(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> list[dict]:
-    """Share of each dx called malignant (recall for akiec/bcc/mel, false-positive rate for the rest)."""
+    """Share of each dx called malignant (recall for the malignant codes, false-positive rate for the rest)."""
     dx, called = frame["dx"].to_numpy(), frame["probability"].to_numpy() >= threshold
-    present = [d for d in DX_CODES if (dx == d).any()]
+    present = [d for d in ALL_DX if (dx == d).any()]
 
     def fn(idx):
         return {d: float(called[idx][dx[idx] == d].mean()) if (dx[idx] == d).any() else np.nan for d in present}
     est = bootstrap(fn, frame["lesion_id"].to_numpy(), n_boot, seed)
-    return [{"dx": d, "n": int((dx == d).sum()), "malignant": d in ("akiec", "bcc", "mel"),
+    return [{"dx": d, "n": int((dx == d).sum()), "malignant": d in MALIGNANT_DX,
              "called_malignant": est[d].to_dict()} for d in present]
 
 
