@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
     p.set_defaults(func=cmd_evaluate)
 
+    from .cli_data import add_data_verbs
+    add_data_verbs(verb)
+
     p = verb("compare", "headline metrics of runs side by side with a paired bootstrap ROC-AUC test")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples (default: 1000)")

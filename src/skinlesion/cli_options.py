@@ -50,6 +50,8 @@ def _add_data_opts(p: argparse.ArgumentParser, required: bool = True, features: 
 
 
 def _add_split_opts(p: argparse.ArgumentParser) -> None:
+    _opt(p, "--merge-near-duplicates", "data.merge_near_duplicates", "treat each group of near-duplicate images "
+         "(as `audit` finds them) as one lesion, so none crosses splits", action="store_true")
     _opt(p, "--seed", "split.seed", "random seed of the split", type=int)
     _opt(p, "--ratios", "split.ratios", "train val test fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     _opt(p, "--folds", "split.folds", "grouped K-fold over train+val (test held out); fold 0 is val", type=int, metavar="K")

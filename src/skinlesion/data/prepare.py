@@ -29,6 +29,10 @@ class PrepareResult:
             lines.append(f"dropped {len(self.dataset.missing_ids)} missing image(s): {', '.join(self.dataset.missing_ids[:20])}")
         if self.dataset.corrupt:
             lines.append(f"dropped {len(self.dataset.corrupt)} corrupt image(s): {', '.join(list(self.dataset.corrupt)[:20])}")
+        merged = self.summary["dataset"].get("near_duplicates_merged")
+        if merged is not None:
+            lines.append(f"near-duplicates: {merged['pairs']} pair(s) across lesion ids (pHash distance <= "
+                         f"{merged['threshold']}); {merged['groups_joined']} lesion id(s) joined into others' groups")
         folds = self.summary.get("folds")
         lines.append(f"split (seed {self.summary['seed']}, ratios {self.summary['ratios']}"
                      + (f", {folds} folds, fold 0 as val" if folds else "") + "):")
@@ -48,12 +52,23 @@ def prepare(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> Prepa
     dataset = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, progress,
                            spec=TableSpec.from_config(cfg.data))
     check_task(dataset.frame, cfg.train.task, str(dataset.metadata_path))
+    merged = None
+    if cfg.data.merge_near_duplicates:
+        from .audit import DEFAULT_THRESHOLD, cross_group_pairs, image_hashes, merge_near_duplicates
+        pairs = cross_group_pairs(dataset.frame, image_hashes(dataset.frame["path"].tolist(), progress), DEFAULT_THRESHOLD)
+        dataset.frame = merge_near_duplicates(dataset.frame, pairs)
+        merged = {"pairs": int(len(pairs)), "threshold": DEFAULT_THRESHOLD,
+                  "groups_joined": int(dataset.frame["original_lesion_id"].nunique() - dataset.frame["lesion_id"].nunique())
+                  if len(pairs) else 0}
     split = make_split(dataset.frame, cfg.split.seed, cfg.split.ratios, cfg.split.folds)
     check_both_classes(split, cfg.split.ratios, source=str(dataset.metadata_path))
     summary = summarize(split, cfg.split.seed, cfg.split.ratios, cfg.split.folds)
     summary["dataset"] = {"root": str(Path(cfg.data.root).resolve()), "metadata": str(dataset.metadata_path.resolve()),
                           "usable_images": int(len(dataset.frame)), "missing_ids": dataset.missing_ids,
                           "corrupt_ids": sorted(dataset.corrupt), "format": dataset.record()}
+    if merged is not None:
+        summary["dataset"]["near_duplicates_merged"] = merged
+        summary["dataset"]["format"]["group_source"] += " + near-duplicate merge"
     run_dir.mkdir(parents=True, exist_ok=True)
     write_split(split, summary, run_dir)
     save_config(cfg, run_dir)
