@@ -113,6 +113,7 @@ class TrainConfig:
     # metadata fusion: patient fields fused with the image features (age, sex, localization)
     metadata: tuple[str, ...] = ()
     metadata_dropout: float = 0.2  # per field and sample in training: the field is replaced by "missing"
+    colour_constancy: bool = False  # shades-of-gray (p=6) on every image, stored in the bundle's preprocessing
 
 
 def _positive_int(v) -> bool:

@@ -24,7 +24,8 @@ def default_cache_dir() -> Path:
 
 def cache_key(paths: list[str], pre: Preprocessing) -> str:
     """Hash of the files (path, size, mtime) and the resize size: any change makes a new cache."""
-    h = hashlib.sha256(f"v{CACHE_VERSION}|{pre.resize_size}|".encode())
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{pre.resize_size}|".encode()
+                       + (f"cc={pre.colour_constancy}|".encode() if pre.colour_constancy else b""))
     for p in paths:
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -69,7 +70,8 @@ def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | No
     from tqdm.auto import tqdm
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = cache_dir / f"images-{pre.resize_size}px-{len(paths)}-{cache_key(paths, pre)}.npy"
+    cc = f"-{pre.colour_constancy}" if pre.colour_constancy else ""
+    target = cache_dir / f"images-{pre.resize_size}px{cc}-{len(paths)}-{cache_key(paths, pre)}.npy"
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,24 @@ class RandomRot90(torch.nn.Module):
         return torch.rot90(x, int(torch.randint(0, 4, ()).item()), dims=(-2, -1))
 
 
+#: Colour-constancy methods by name (``Preprocessing.colour_constancy``).
+COLOUR_CONSTANCY = ("shades_of_gray",)
+SHADES_OF_GRAY_P = 6
+
+
+def shades_of_gray(x: torch.Tensor, p: int = SHADES_OF_GRAY_P) -> torch.Tensor:
+    """Shades-of-gray colour constancy (Finlayson & Trezzi 2004; Minkowski p = 6 as in the ISIC 2019
+    winner's pipeline) on float RGB in [0, 255], shape (..., 3, H, W): each channel is scaled so that the
+    estimated illuminant (the p-norm mean of the channel) becomes neutral grey; then rounded to whole
+    values and clipped, so the result is what a uint8 image holds. Written in torch so that the ONNX export
+    runs the very same operations."""
+    x = x.float()
+    illuminant = x.clamp(min=0).pow(p).mean(dim=(-2, -1), keepdim=True).pow(1.0 / p)  # (..., 3, 1, 1)
+    unit = illuminant / illuminant.pow(2).sum(dim=-3, keepdim=True).sqrt().clamp(min=1e-6)
+    gains = 1.0 / (unit * (3.0 ** 0.5)).clamp(min=1e-6)
+    return (x * gains).round().clamp(0, 255)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Resize the shorter side to ``resize_size``, center-crop a ``resize_size`` square (cached),
@@ -33,14 +51,18 @@ class Preprocessing:
     resize_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    colour_constancy: str | None = None  # None or "shades_of_gray" (p = 6), applied to the cached square
 
     @classmethod
-    def for_spec(cls, spec) -> "Preprocessing":
-        return cls(spec.image_size, int(round(spec.image_size / spec.crop_pct)), tuple(spec.mean), tuple(spec.std))
+    def for_spec(cls, spec, colour_constancy: str | None = None) -> "Preprocessing":
+        return cls(spec.image_size, int(round(spec.image_size / spec.crop_pct)), tuple(spec.mean), tuple(spec.std),
+                   colour_constancy)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "policy": "resize shorter side to resize_size, center-crop resize_size square, "
-                "center-crop image_size, scale to [0,1], normalise with mean/std"}
+        cc = (f", shades-of-gray colour constancy (Minkowski p={SHADES_OF_GRAY_P}) on that square, rounded to "
+              "whole values" if self.colour_constancy else "")
+        return {**asdict(self), "policy": "resize shorter side to resize_size, center-crop resize_size square" + cc
+                + ", center-crop image_size, scale to [0,1], normalise with mean/std"}
 
     def square(self, image) -> torch.Tensor:
         """A PIL image or HWC uint8 array -> (3, resize_size, resize_size) uint8 tensor. Work is bounded:
@@ -53,7 +75,14 @@ class Preprocessing:
             check_dimensions(*image.size, getattr(image, "filename", None) or "image")
         x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # copy: PIL arrays are read-only
         x = F.resize(x, self.resize_size, antialias=True)
-        return F.center_crop(x, [self.resize_size, self.resize_size])
+        x = F.center_crop(x, [self.resize_size, self.resize_size])
+        return self.constancy(x)
+
+    def constancy(self, x: torch.Tensor) -> torch.Tensor:
+        """The colour-constancy step on uint8 square(s); the identity when the bundle has none."""
+        if not self.colour_constancy:
+            return x
+        return shades_of_gray(x).to(torch.uint8)
 
     def load(self, path: str | Path) -> torch.Tensor:
         """Decode a file with the project's decoder and return its cached square form."""

@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__, atomic
 from ..errors import SkinlesionError
-from ..data.transforms import Preprocessing
+from ..data.transforms import COLOUR_CONSTANCY, Preprocessing
 from ..labels import BINARY_LABEL, DX_CODES, SEVEN_CLASS_LABEL, class_names
 from ..models.classifier import LesionClassifier, build_model
 from ..models.registry import BackboneSpec
@@ -195,9 +195,10 @@ def validate_config(config: dict, cfg_path: Path) -> None:
         assert len(config["preprocessing"]["mean"]) == 3 and len(config["preprocessing"]["std"]) == 3
         assert all(_finite(v) and v > 0 for v in config["preprocessing"]["std"])
         assert all(_finite(v) for v in config["preprocessing"]["mean"])
+        assert config["preprocessing"].get("colour_constancy") in (None, *COLOUR_CONSTANCY)
     except (KeyError, TypeError, ValueError, AssertionError):
         raise BundleError(f"{cfg_path}: preprocessing {config.get('preprocessing')!r} is invalid (image_size 16-2048 "
-                          "<= resize_size, 3 means, 3 positive stds). Remedy: copy the bundle again or re-train.") from None
+                          "<= resize_size, 3 means, 3 positive stds, colour_constancy null or shades_of_gray). Remedy: copy the bundle again or re-train.") from None
 
 
 @dataclass
@@ -272,5 +273,5 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
         raise BundleError(f"{path / 'model.safetensors'}: tensor(s) {', '.join(bad[:5])} hold NaN or infinite "
                           "values. Remedy: re-train (lower --lr) or use another bundle.")
     p = config["preprocessing"]
-    pre = Preprocessing(p["image_size"], p["resize_size"], tuple(p["mean"]), tuple(p["std"]))
+    pre = Preprocessing(p["image_size"], p["resize_size"], tuple(p["mean"]), tuple(p["std"]), p.get("colour_constancy"))
     return Bundle(model.eval(), config, pre)

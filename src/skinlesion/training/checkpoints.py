@@ -15,7 +15,7 @@ LOCKED_KEYS = ("arch", "recipe", "task", "image_size", "pretrained", "weights", 
                "lr", "phase2_lr_factor", "weight_decay", "unfreeze_groups", "dropout", "batch_size", "balanced_sampler",
                "patience", "lr_patience", "seed", "fold", "limit_train_batches", "channels_last", "schedule",
                "warmup_epochs", "min_lr_factor", "ema", "ema_decay", "mixup", "cutmix", "mix_prob", "label_smoothing",
-               "layer_decay", "drop_path", "augment", "metadata", "metadata_dropout")
+               "layer_decay", "drop_path", "augment", "metadata", "metadata_dropout", "colour_constancy")
 
 
 def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:

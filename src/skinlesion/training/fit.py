@@ -219,7 +219,7 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
         check_checkpoint_binding(ctx, run_dir / "checkpoints")
         verify_checkpoints(run_dir)
     spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
-    pre = Preprocessing.for_spec(spec)
+    pre = Preprocessing.for_spec(spec, "shades_of_gray" if t.colour_constancy else None)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
     t = cfg.train
     if write and _rank() == 0:
