@@ -72,15 +72,16 @@ def main() -> int:
     nearest = nearest_distances(hashes, frame["lesion_id"].to_numpy())
     thresholds = list(range(0, 65, 4))
     table = []
+    widest = cross_group_pairs(frame, hashes, max(thresholds))  # one scan; each threshold filters it
     for t in thresholds:
-        pairs = cross_group_pairs(frame, hashes, t)
+        pairs = widest[widest["distance"] <= t]
         table.append({"threshold": t, "planted_recall": {k: float(np.mean(np.array(v) <= t)) for k, v in planted_d.items()},
                       "cross_lesion_pairs": int(len(pairs)),
                       "images_with_a_cross_lesion_match": int((nearest <= t).sum()),
                       "pairs_with_same_dx": float((frame["dx"].to_numpy()[pairs["i"]] == frame["dx"].to_numpy()[pairs["j"]]).mean())
                       if len(pairs) else None})
     chosen = DEFAULT_THRESHOLD
-    pairs = cross_group_pairs(frame, hashes, chosen)
+    pairs = widest[widest["distance"] <= chosen].reset_index(drop=True)
     cfg = load_config(overrides={"data.root": args.data}).validate()
     split = make_split(frame, cfg.split.seed, cfg.split.ratios)
     where = dict(zip(split["image_id"], split["split"]))
@@ -96,7 +97,8 @@ def main() -> int:
            "sample": args.sample, "planted_distance_max": {k: int(max(v)) for k, v in planted_d.items()},
            "planted_distance_p99": {k: float(np.percentile(v, 99)) for k, v in planted_d.items()},
            "nearest_cross_lesion_distance_quantiles": {q: float(np.percentile(nearest, q)) for q in (0.1, 1, 5, 50)},
-           "by_threshold": table, "chosen_threshold": chosen, "pairs_at_chosen": int(len(pairs)),
+           "by_threshold": table, "closest_cross_lesion_pairs": widest.sort_values("distance").head(15)[
+               ["image_a", "image_b", "group_a", "group_b", "distance"]].to_dict("records"), "chosen_threshold": chosen, "pairs_at_chosen": int(len(pairs)),
            "lesion_ids_joined": int(frame["lesion_id"].nunique() - merged["lesion_id"].nunique()),
            "merged_groups": int(groups),
            "cross_split_pairs_default_split": {"before": before, "after_merge": after},

@@ -18,6 +18,18 @@ def add_data_verbs(verb) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for audit.html, near_duplicates.csv, audit.json")
     p.set_defaults(func=cmd_audit)
 
+    from .data.download import SOURCES
+    p = verb("download", "fetch a public dataset (resumable, checksum-verified) into a layout prepare reads")
+    p.add_argument("name", choices=sorted(SOURCES), help="ham10000 (Harvard Dataverse), isic2018-val, isic2018-test")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to unpack into (re-run to resume)")
+    p.set_defaults(func=cmd_download)
+
+
+def cmd_download(args, cfg) -> int:
+    from .data.download import download
+    download(args.name, args.out, progress=not args.quiet)
+    return 0
+
 
 def cmd_audit(args, cfg) -> int:
     from .data.audit import audit, write_audit
