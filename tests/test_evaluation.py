@@ -211,3 +211,48 @@ def test_several_external_sets_in_one_report_with_threshold_drift(trained_run, d
         assert (out / r["dataset"] / "report.html").is_file()
     page = (out / "report.html").read_text()
     assert "Thresholds do not transfer" in page and "clinicA/report.html" in page and "threshold needed" in page
+
+
+def test_external_validation_on_isic_ph2_and_class_folder_layouts(trained_run, tmp_path, capsys):
+    """The README's walkthrough: an ISIC 2018 ground-truth folder and class folders in one report (format
+    detected per set), and a PH2-like set (nested .bmp, 0/1/2 diagnosis) through a column/value mapping."""
+    from PIL import Image
+    from skinlesion.data.synthetic import make_demo_data
+    fresh = make_demo_data(tmp_path / "fresh", n=48, seed=11, progress=False)
+    meta = pd.read_csv(fresh / "HAM10000_metadata.csv")
+    meta["label"] = meta["dx"].isin(["mel", "bcc", "akiec"]).astype(int)
+    imgs = {p.stem: p for p in fresh.rglob("*.jpg")}
+    isic, folders, ph2 = tmp_path / "isic2018", tmp_path / "folders", tmp_path / "ph2"
+    cols = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    lines = ["image," + ",".join(cols)]
+    for k, r in meta.iloc[:16].iterrows():
+        (isic / "ISIC2018_Task3_Validation_Input").mkdir(parents=True, exist_ok=True)
+        Image.open(imgs[r.image_id]).save(isic / "ISIC2018_Task3_Validation_Input" / f"ISIC_9{k:06d}.jpg")
+        lines.append(f"ISIC_9{k:06d}," + ",".join("1.0" if c.lower() == r.dx else "0.0" for c in cols))
+    (isic / "ISIC2018_Task3_Validation_GroundTruth.csv").write_text("\n".join(lines) + "\n")
+    for k, r in meta.iloc[16:32].iterrows():
+        d = folders / ("malignant" if r.label else "benign")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.open(imgs[r.image_id]).save(d / f"F{k:04d}.png")
+    rows = []
+    for k, r in meta.iloc[32:].iterrows():
+        name = f"IMD{k:03d}"
+        d = ph2 / "PH2 Dataset images" / name / f"{name}_Dermoscopic_Image"
+        d.mkdir(parents=True)
+        Image.open(imgs[r.image_id]).save(d / f"{name}.bmp")
+        rows.append({"Image Name": name, "Clinical Diagnosis": 2 if r.label else (k % 2)})
+    pd.DataFrame(rows).to_csv(ph2 / "PH2_dataset.csv", index=False)
+    bundle = str(trained_run / "bundle")
+    assert main(["evaluate", "--model", bundle, "--data", str(isic), "--data", str(folders), "--out",
+                 str(tmp_path / "ext"), "--bootstrap", "20", "--num-workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "read as format isic" in out and "read as format folders" in out
+    summary = json.loads((tmp_path / "ext" / "external_summary.json").read_text())
+    assert [r["n_images"] for r in summary["datasets"]] == [16, 16]
+    assert set(summary["datasets"][1]["per_dx"]) <= {"benign", "malignant"}  # folders give the label only
+    assert main(["evaluate", "--model", bundle, "--data", str(ph2), "--format", "csv", "--metadata",
+                 str(ph2 / "PH2_dataset.csv"), "--columns", "image=Image Name,dx=Clinical Diagnosis",
+                 "--values", "0=nv,1=nv,2=mel", "--out", str(tmp_path / "ph2-eval"), "--bootstrap", "20",
+                 "--num-workers", "0", "--quiet"]) == 0
+    m = json.loads((tmp_path / "ph2-eval" / "metrics.json").read_text())
+    assert m["n_images"] == 16 and {r["dx"] for r in m["per_dx"]} <= {"nv", "mel"}
