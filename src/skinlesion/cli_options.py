@@ -114,6 +114,11 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     _opt(g, "--layer-decay", "train.layer_decay", "layer-wise LR decay, e.g. 0.75 (None: off)", type=float)
     _opt(g, "--drop-path", "train.drop_path", "stochastic depth rate", type=float)
     _opt(g, "--augment", "train.augment", "augmentation policy", choices=["classic", "derm"])
+    _opt(g, "--logger", "train.logger", "experiment trackers, any of csv,tensorboard,mlflow,wandb (mlflow and wandb "
+         "are extras: pip install 'skinlesion[mlflow,wandb]')", metavar="NAMES")
+    _opt(g, "--experiment", "train.experiment", "MLflow experiment / W&B project name")
+    _opt(g, "--mlflow-uri", "train.mlflow_uri", "MLflow tracking URI (default: a file store in RUN_DIR/mlruns)",
+         metavar="URI")
     _opt(g, "--colour-constancy", "train.colour_constancy", "shades-of-gray colour constancy (Minkowski p=6) in "
          "training and in everything the bundle does afterwards", action=argparse.BooleanOptionalAction)
     _opt(g, "--metadata-dropout", "train.metadata_dropout", "probability of hiding a metadata field in training",

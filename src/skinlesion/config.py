@@ -114,6 +114,9 @@ class TrainConfig:
     metadata: tuple[str, ...] = ()
     metadata_dropout: float = 0.2  # per field and sample in training: the field is replaced by "missing"
     colour_constancy: bool = False  # shades-of-gray (p=6) on every image, stored in the bundle's preprocessing
+    logger: str = "csv,tensorboard"  # any of csv, tensorboard, mlflow, wandb (comma list)
+    experiment: str = "skinlesion"  # MLflow experiment / W&B project name
+    mlflow_uri: str | None = None  # MLflow tracking URI; None: a file store in RUN_DIR/mlruns
 
 
 def _positive_int(v) -> bool:
@@ -130,6 +133,9 @@ def _finite(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
 #: (dotted key, check, what it must be, a value that works) — checked before a stage writes anything.
 RULES: tuple[tuple[str, Any, str, str], ...] = (
     ("data.allow_missing", _finite(0, 1, hi_open=True), "a fraction in [0, 1)", "0.01"),
+    ("train.logger", lambda v: isinstance(v, str) and bool(v.strip()) and all(
+        n.strip().lower() in ("csv", "tensorboard", "mlflow", "wandb") for n in v.split(",") if n.strip()),
+     "a comma list of csv, tensorboard, mlflow, wandb", "csv,tensorboard"),
     ("data.format", lambda v: v in ("auto", "ham10000", "isic", "folders", "csv"),
      "one of auto, ham10000, isic, folders, csv", "auto"),
     ("train.epochs", _positive_int, "a whole number >= 1", "15"),

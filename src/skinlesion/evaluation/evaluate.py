@@ -156,6 +156,11 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
             k: h[k] for k in ("roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity")}}
     if changes:
         update_config(run_dir / "bundle", **changes)
+    if split_name == "test":
+        from ..tracking import log_test_metrics
+        h = result.metrics["at_threshold"]
+        log_test_metrics(run_dir, {k: h[k]["value"] for k in ("roc_auc", "pr_auc", "sensitivity", "specificity")
+                                   if h.get(k, {}).get("value") is not None})
     return result
 
 

@@ -32,6 +32,7 @@ from .checkpoints import (LOCKED_KEYS, _load_weights, check_checkpoint_binding, 
                           checkpoint_path, verify_checkpoints)
 from .history import HistoryRecorder, plot_history, read_history
 from .loaders import build_data, cache_features
+from ..tracking import finish_training, open_trackers, phase_loggers
 from .module import LesionModule
 
 
@@ -123,7 +124,7 @@ for _name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lig
     logging.getLogger(_name).addFilter(_NoTips())
 
 
-def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progress: bool):
+def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progress: bool, trackers=()):
     """The phase's Trainer. On a terminal, Lightning's progress bar; otherwise (a log file, CI) no bar
     redraws but one line per epoch, and none of Lightning's start-up chatter."""
     tty = sys.stderr.isatty()
@@ -140,15 +141,10 @@ def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progre
                  L.pytorch.callbacks.LearningRateMonitor("epoch"),
                  HistoryRecorder(run_dir / "metrics.csv", phase, offset, print if progress and not tty else None,
                                  t.epochs), _EpochReseed(t.seed, phase)]
-    loggers = [L.pytorch.loggers.CSVLogger(run_dir / "logs", name="", version=f"phase{phase}")]
-    try:
-        import tensorboard  # noqa: F401
-        loggers.append(L.pytorch.loggers.TensorBoardLogger(run_dir / "logs", name="", version=f"phase{phase}"))
-    except ImportError:
-        pass
+    loggers = phase_loggers(t, run_dir, phase) + list(trackers)
     trainer = L.Trainer(
         max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=_precision(t.precision), callbacks=callbacks, logger=loggers,
+        num_nodes=t.num_nodes, precision=_precision(t.precision), callbacks=callbacks, logger=loggers or False,
         num_sanity_val_steps=0, enable_progress_bar=progress and tty, enable_model_summary=False, log_every_n_steps=10,
         limit_train_batches=t.limit_train_batches)
     return trainer, checkpoint
@@ -265,6 +261,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         st.cfg, st.cfg.train, st.ctx, st.split, st.data_root, st.spec, st.pre, st.data, st.model, st.n_groups)
 
     offset, best, module, trainer, trained = 0, None, None, None, False
+    trackers = open_trackers(cfg, run_dir, write=_rank() == 0)
     for phase, epochs, lr, unfreeze in _phase_plan(t, spec, n_groups):
         ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
         trainable = set_trainable(model, unfreeze)
@@ -277,7 +274,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
             echo(f"phase {phase}: already complete ({state['epochs']} epochs), skipping")
         else:
             trainer, state = _run_phase(t, data, model, module, run_dir, phase, epochs, lr, unfreeze, n_groups,
-                                        trainable, offset, resume, progress, echo)
+                                        trainable, offset, resume, progress, echo, trackers)
             trained = True
         _load_weights(module, checkpoint_path(run_dir, state["best_path"]))  # the next phase starts from this phase's best weights
         module.final_model()  # (its EMA weights, with EMA on)
@@ -309,6 +306,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if not trained:  # a finished run resumed: same weights, so its tuned threshold and calibration still hold
         config = keep_tuning(run_dir / "bundle", config)
     bundle = save_bundle(module.final_model(), config, run_dir / "bundle")
+    finish_training(trackers, bundle, val_metrics)
     ips = float(history["train_images_per_s"].mul(history["train_seconds"]).sum() / history["train_seconds"].sum()) \
         if len(history) else float("nan")  # all training images over all training time
     return TrainResult(run_dir, bundle, val_metrics, checkpoint_path(run_dir, best["best_path"]), int(offset),
@@ -316,7 +314,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
 
 
 def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, lr: float, unfreeze: int,
-               n_groups: int, trainable: list[str], offset: int, resume: bool, progress: bool, echo):
+               n_groups: int, trainable: list[str], offset: int, resume: bool, progress: bool, echo, trackers=()):
     """Fit one phase (from its last.ckpt with ``resume``); write phase.json; return (trainer, state)."""
     ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
     last = ckpt_dir / "last.ckpt"
@@ -326,7 +324,7 @@ def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, l
          + ("backbone frozen (no_grad" + (f", {t.cache_features} cached feature view(s))" if use_features else ")")
             if not trainable else f"training the last {unfreeze} of {n_groups} backbone groups ({len(trainable)} tensors)")
          + (f", resuming from {last}" if ckpt_path else ""))
-    trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress)
+    trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress, trackers)
     seed = t.seed + 1000 * phase
     if use_features:
         device = torch.device("cuda" if _accelerator_is_cuda(t) else "cpu")
