@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from ..data.images import ImageDecodeError, load_rgb
 from ..inference.predictor import Predictor
-from ..evaluation.report import NOTICE
+from ..evaluation.report import LIMITATIONS, NOTICE
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
@@ -95,7 +95,8 @@ def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES)
     def model_info() -> dict:
         keys = ("architecture", "timm_id", "task", "class_names", "preprocessing", "threshold", "metrics",
                 "calibration", "library_versions", "intended_use", "metadata", "recipe")
-        return {k: config.get(k) for k in keys} | {"decision_threshold": predictor.threshold, "notice": NOTICE}
+        return {k: config.get(k) for k in keys} | {"decision_threshold": predictor.threshold, "notice": NOTICE,
+                                                   "limitations": LIMITATIONS, "ensemble": config.get("ensemble")}
 
     @app.post("/api/predict")
     def predict(file: UploadFile = File(...), explain: bool = False, age: float | None = Form(None, ge=0, le=120),
