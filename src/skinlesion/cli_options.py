@@ -31,6 +31,7 @@ class _MetadataFlag(argparse.Action):
 def _add_data_opts(p: argparse.ArgumentParser, required: bool = True, features: bool = False) -> None:
     _opt(p, "--data", "data.root", "dataset root: HAM10000_metadata.csv plus images anywhere below", metavar="DIR")
     if features:
+        _add_merge_opt(p)
         p.add_argument("--metadata", action=_MetadataFlag, default=argparse.SUPPRESS, metavar="CSV|FIELDS",
                        help="metadata CSV if not DIR/HAM10000_metadata.csv; or, as a comma list of age,sex,"
                             "localization, the patient fields fused with the image (dx_type is refused: it "
@@ -49,9 +50,13 @@ def _add_data_opts(p: argparse.ArgumentParser, required: bool = True, features: 
          "\"lentigo NOS=bkl\" (targets: akiec bcc bkl df mel nv vasc scc benign malignant)", metavar="RAW=CODE,...")
 
 
+def _add_merge_opt(p: argparse.ArgumentParser) -> None:
+    _opt(p, "--merge-near-duplicates", "data.merge_near_duplicates", "when the split is made: treat each group of "
+         "near-duplicate images (as `audit` finds them) as one lesion, so none crosses splits", action="store_true")
+
+
 def _add_split_opts(p: argparse.ArgumentParser) -> None:
-    _opt(p, "--merge-near-duplicates", "data.merge_near_duplicates", "treat each group of near-duplicate images "
-         "(as `audit` finds them) as one lesion, so none crosses splits", action="store_true")
+    _add_merge_opt(p)
     _opt(p, "--seed", "split.seed", "random seed of the split", type=int)
     _opt(p, "--ratios", "split.ratios", "train val test fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     _opt(p, "--folds", "split.folds", "grouped K-fold over train+val (test held out); fold 0 is val", type=int, metavar="K")
