@@ -41,7 +41,7 @@ def test_prepare_writes_split_config_and_prints_table(demo_data, tmp_path, capsy
 def test_user_errors_exit_2_with_message_not_traceback(tmp_path, capsys):
     assert main(["prepare", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "HAM10000_metadata.csv not found" in err and "Traceback" not in err
+    assert err.startswith("error: ") and "no dataset found: no HAM10000_metadata.csv" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # nothing half-written
     assert main(["prepare", "--out", str(tmp_path / "run")]) == 2
     assert "pass --data DIR" in capsys.readouterr().err

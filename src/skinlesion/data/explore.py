@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import atomic
-from ..labels import BINARY_CLASS_NAMES, DX_CODES
+from ..labels import BINARY_CLASS_NAMES, DX_CODES, EXTRA_DX
 from .images import image_size
 
 AGE_BANDS = (0, 30, 50, 70, 200)
@@ -36,7 +36,8 @@ def summary_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Count tables: dx, class, images per lesion, and sex / age band / localization by class."""
     cls = frame["label"].map(dict(enumerate(BINARY_CLASS_NAMES)))
     tables = {
-        "dx": frame["dx"].value_counts().reindex(DX_CODES, fill_value=0).rename("images").to_frame(),
+        "dx": frame["dx"].value_counts().reindex(list(DX_CODES) + [d for d in EXTRA_DX if (frame["dx"] == d).any()],
+                                                 fill_value=0).rename("images").to_frame(),
         "class": cls.value_counts().reindex(BINARY_CLASS_NAMES, fill_value=0).rename("images").to_frame(),
         "images per lesion": frame.groupby("lesion_id").size().value_counts().sort_index().rename("lesions")
         .rename_axis("images per lesion").to_frame(),
