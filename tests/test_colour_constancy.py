@@ -2,7 +2,6 @@
 the ONNX export apply the very same step (parity)."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np

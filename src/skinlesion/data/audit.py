@@ -170,7 +170,7 @@ def label_leaks(frame: pd.DataFrame, min_auc: float = 0.85) -> list[dict]:
     """Columns (other than ids, dx and label) that leak the label: the known ones (``KNOWN_LEAKS``) always,
     any other whose values alone reach ``min_auc`` out-of-fold ROC-AUC (folds by lesion, so a lesion's own
     images do not vouch for each other)."""
-    from ..evaluation.metrics import roc_auc
+    from sklearn.metrics import roc_auc_score  # (data does not import evaluation; both classes are checked below)
     y = frame["label"].to_numpy()
     out = []
     if not 0 < y.sum() < len(y):
@@ -181,7 +181,7 @@ def label_leaks(frame: pd.DataFrame, min_auc: float = 0.85) -> list[dict]:
         values = frame[col].astype(str)
         if values.nunique() > 200 or values.nunique() < 2:
             continue
-        auc = float(roc_auc(y, _out_of_fold_share(values, y, frame["lesion_id"].to_numpy())))
+        auc = float(roc_auc_score(y, _out_of_fold_share(values, y, frame["lesion_id"].to_numpy())))
         known = KNOWN_LEAKS.get(col.lower())
         if known or auc >= min_auc:
             out.append({"column": col, "roc_auc_alone": auc,

@@ -33,15 +33,6 @@ class EvalResult:
     model_card: Path
 
 
-def _with_metadata(preds: pd.DataFrame, record: dict | None) -> pd.DataFrame:
-    """Join age/sex/localization from the dataset's table (for subgroup tables) when available."""
-    meta = recorded_table(record)
-    if meta is None:
-        return preds
-    cols = [c for c in META_COLUMNS if c in meta.columns]
-    return preds.merge(meta[["image_id", *cols]], on="image_id", how="left") if cols else preds
-
-
 def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, batch_size: int, workers: int,
                   tta: bool = False, meta: torch.Tensor | None = None) -> pd.DataFrame:
     """Eval-mode predictions on cached images: image_id, lesion_id, dx, label, probability (+ p_<dx>);
@@ -72,17 +63,19 @@ def _fit_temperature(val_preds: pd.DataFrame) -> float:
     return fit_temperature(val_preds["label"].to_numpy(), val_preds["probability"].to_numpy())
 
 
-def run_context(run_dir: Path, bundle: Bundle) -> tuple[RunContext, pd.DataFrame]:
+def run_context(run_dir: Path, bundle: Bundle, columns: tuple[str, ...] = ()) -> tuple[RunContext, pd.DataFrame]:
     """The run's split with the bundle's own fold, checked against the split the bundle trained on, with
-    paths below the data root the bundle was trained on."""
+    paths below the data root the bundle was trained on, and — read once from the dataset's table when it is
+    still there — the metadata fields the model fuses plus ``columns`` (e.g. for subgroup tables)."""
     trained = bundle.config.get("training_data") or {}
     ctx = open_run(run_dir, trained.get("fold"))
     check_binding(trained, ctx, f"the model in {run_dir / 'bundle'}")
     split = ctx.with_paths(trained.get("dataset_root"))
-    if bundle.encoder is not None:  # the rows' patient metadata, for a model that fuses it
+    wanted = list(dict.fromkeys([*(bundle.encoder.fields if bundle.encoder is not None else ()), *columns]))
+    if wanted:
         meta = recorded_table(ctx.summary.get("dataset"), trained.get("dataset_root"))
         if meta is not None:
-            cols = [c for c in bundle.encoder.fields if c in meta.columns]
+            cols = [c for c in wanted if c in meta.columns]
             split = split.merge(meta[["image_id", *cols]], on="image_id", how="left")
     return ctx, split
 
@@ -121,7 +114,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     if calibrate and bundle.config.get("ensemble"):
         raise DataError("--calibrate on a cv run: calibrate needs the ensemble's own validation predictions, which "
                         "do not exist (every image was in some member's training data). Remedy: drop --calibrate.")
-    ctx, split = run_context(run_dir, bundle)
+    ctx, split = run_context(run_dir, bundle, META_COLUMNS)
     if (run_dir / "threshold.json").is_file():  # the report reads it: check it before anything is written
         read_json(run_dir / "threshold.json", "written by tune-threshold")
     workers = default_num_workers(num_workers)
@@ -142,7 +135,8 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
         val_preds = bound_val_predictions(ctx) if not tta else \
             predict_split(bundle, split, "val", tta, batch_size, workers, cache_dir, progress)
         temperature = _fit_temperature(val_preds)
-    preds = _with_metadata(preds, ctx.summary.get("dataset"))
+    cols = [c for c in META_COLUMNS if c in split.columns and c not in preds.columns]  # for subgroup tables
+    preds = preds.merge(split[["image_id", *cols]], on="image_id", how="left") if cols else preds
     out_dir = run_dir if split_name == "test" else run_dir / f"eval-{split_name}"
     result = _finish(bundle, preds, out_dir, split_name, tta, temperature, n_boot, seed, run_dir, extra=extra,
                      paths=dict(zip(split["image_id"], split["path"])))

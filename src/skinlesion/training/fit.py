@@ -185,9 +185,9 @@ def _metadata(cfg: RunConfig, ctx: RunContext, split: pd.DataFrame, data_root: s
     if not fields:
         return None, None
     record = dict(ctx.summary.get("dataset") or {})
-    if cfg.data.metadata:
+    if cfg.data.metadata:  # a copy: the run's recorded summary stays as it was read
         record["metadata"] = cfg.data.metadata
-        record.setdefault("format", {})["metadata"] = cfg.data.metadata
+        record["format"] = {**(record.get("format") or {}), "metadata": cfg.data.metadata}
     meta = recorded_table(record, data_root)
     if meta is None:
         raise DataError(f"--metadata {','.join(fields)}: the dataset's table is not readable below {data_root}. "
