@@ -6,6 +6,7 @@ the validation-tuned threshold's sensitivity under each.
 
     python benchmarks/bench_recipes.py --variants modern,finetune,classic      # ~25 CPU-min per variant
     python benchmarks/bench_recipes.py --report                                 # table + JSON of all done
+    python benchmarks/bench_recipes.py --variants modern --name modern-192 --set train.image_size=192 --epochs 9
 
 Each variant writes benchmarks/results/recipes/<variant>.json as soon as it finishes (a killed ablation
 keeps the finished variants). Choose on validation; test and shifted test are reported.
@@ -67,7 +68,31 @@ def spec_at_sens(y, p, target: float = 0.90) -> float:
     return float(spec[np.flatnonzero(sens >= target)[0]])
 
 
-def run_variant(name: str, args) -> dict:
+def parse_sets(pairs: list[str]) -> dict:
+    """``--set key=value`` pairs as config overrides (values parsed as YAML: 192 -> int, 0.1 -> float)."""
+    import yaml
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected key=value, e.g. train.image_size=192")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def tta_aucs(run: Path, n_boot: int) -> dict:
+    """Validation and test ROC-AUC / PR-AUC with test-time augmentation (the bundle's TTA views)."""
+    from skinlesion.config import load_config
+    from skinlesion.evaluation.evaluate import META_COLUMNS, predict_split, run_context
+    from skinlesion.inference.bundle import load_bundle
+    bundle = load_bundle(run / "bundle")
+    _, split = run_context(run, bundle, META_COLUMNS)
+    cache = load_config(run / "config.yaml").train.cache_dir
+    return {which: auc_ci(predict_split(bundle, split, which, True, 64, 0, cache, False), n_boot)
+            for which in ("val", "test")}
+
+
+def run_variant(recipe: str, args) -> dict:
     import pandas as pd
 
     from skinlesion.config import load_config
@@ -80,7 +105,8 @@ def run_variant(name: str, args) -> dict:
 
     out = Path(args.out)
     base = out / "_split"
-    overrides = {"data.root": str(args.data), "train.recipe": name, "train.arch": args.arch}
+    name = args.name or recipe
+    overrides = {"data.root": str(args.data), "train.recipe": recipe, "train.arch": args.arch, **parse_sets(args.set)}
     if args.epochs:
         overrides["train.epochs"] = args.epochs
     if args.limit_train_batches:
@@ -106,7 +132,8 @@ def run_variant(name: str, args) -> dict:
     predictor = Predictor.from_bundle(run / "bundle", batch_size=64, calibrated=False)
     threshold = predictor.bundle.threshold
     y = test_pred["label"].to_numpy()
-    row = {"variant": name, "arch": args.arch, "epochs": result.epochs, "train_wall_min": train_wall / 60,
+    row = {"variant": name, "recipe": recipe, "overrides": parse_sets(args.set), "arch": args.arch,
+           "image_size": json.loads((run / "bundle/config.json").read_text())["preprocessing"]["image_size"], "epochs": result.epochs, "train_wall_min": train_wall / 60,
            "train_cpu_min": train_cpu / 60, "train_images_per_s": result.train_images_per_s,
            "config": json.loads((run / "bundle/config.json").read_text())["recipe"],
            "val": auc_ci(val, args.bootstrap), "test": auc_ci(test_pred, args.bootstrap),
@@ -124,6 +151,7 @@ def run_variant(name: str, args) -> dict:
         sens = float(((shifted["probability"] >= threshold) & (shifted["label"] == 1)).sum() / max(y.sum(), 1))
         row["shifts"][s] = {**auc_ci(shifted, args.bootstrap), "sensitivity_at_threshold": sens,
                             "sensitivity_drift": sens - row["test_sensitivity_at_threshold"]}
+    row["tta"] = tta_aucs(run, args.bootstrap)
     row["shifted_mean_roc_auc"] = float(np.mean([v["roc_auc"]["value"] for v in row["shifts"].values()]))
     row["max_sensitivity_drift"] = float(max(abs(v["sensitivity_drift"]) for v in row["shifts"].values()))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -135,12 +163,14 @@ def run_variant(name: str, args) -> dict:
 def report() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     ci = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
-    head = ["variant", "epochs", "train min", "val ROC-AUC", "val PR-AUC", "test ROC-AUC", "test PR-AUC",
-            "test spec@90%sens", "shifted ROC-AUC (mean)", "worst shift ROC-AUC", "max abs sens drift"]
-    body = [[r["variant"], r["epochs"], f"{r['train_wall_min']:.1f}", ci(r["val"]["roc_auc"]), ci(r["val"]["pr_auc"]),
+    tta = lambda r, k: ci(r["tta"][k]["roc_auc"]) if "tta" in r else "not measured"
+    head = ["variant", "px", "epochs", "train min", "val ROC-AUC", "val PR-AUC", "test ROC-AUC", "test PR-AUC",
+            "test spec@90%sens", "shifted ROC-AUC (mean)", "worst shift ROC-AUC", "max abs sens drift",
+            "val ROC-AUC (TTA)", "test ROC-AUC (TTA)"]
+    body = [[r["variant"], r.get("image_size", 160), r["epochs"], f"{r['train_wall_min']:.1f}", ci(r["val"]["roc_auc"]), ci(r["val"]["pr_auc"]),
              ci(r["test"]["roc_auc"]), ci(r["test"]["pr_auc"]), f"{r['test_spec_at_90_sens']:.3f}",
              f"{r['shifted_mean_roc_auc']:.3f}", f"{min(v['roc_auc']['value'] for v in r['shifts'].values()):.3f}",
-             f"{r['max_sensitivity_drift']:.3f}"] for r in rows]
+             f"{r['max_sensitivity_drift']:.3f}", tta(r, "val"), tta(r, "test")] for r in rows]
     md = "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n" + "\n".join("| " + " | ".join(map(str, b)) + " |" for b in body)
     (RESULTS.parent / "recipes_lowres.md").write_text(md + "\n")
     (RESULTS.parent / "recipes_lowres.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -153,11 +183,16 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "runs" / "recipes"))
     ap.add_argument("--variants", default="modern,finetune,classic")
     ap.add_argument("--arch", default="efficientnet_lite0")
+    ap.add_argument("--name", default=None, help="the variant's name in the table (one variant; default: the recipe)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for the variant, e.g. train.image_size=192 (repeatable)")
     ap.add_argument("--epochs", type=int, default=None, help="override every variant's epochs (same budget)")
     ap.add_argument("--limit-train-batches", type=float, default=None, help="smoke runs only")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--report", action="store_true", help="only print/write the table of finished variants")
     args = ap.parse_args()
+    if args.name and "," in args.variants:
+        ap.error("--name names one variant: give one recipe in --variants")
     if not args.report:
         if not (Path(args.data) / "HAM10000_metadata.csv").is_file():
             print(f"no data at {args.data} (set --data)", file=sys.stderr)

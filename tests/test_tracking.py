@@ -120,3 +120,20 @@ def test_unknown_or_missing_logger_is_a_clear_error(demo_data, tmp_path, capsys)
     assert main(["train", "--data", str(demo_data), "--out", str(tmp_path / "r"), "--logger", "csv,neptune"]) == 2
     err = capsys.readouterr().err
     assert "train.logger" in err and "csv, tensorboard, mlflow, wandb" in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"mlflow": {"run_id": 3}}', "[1, 2]"])
+def test_damaged_tracking_record_stops_evaluate_before_it_writes(tracked_run, tmp_path, capsys, text):
+    """A damaged tracking.json is named with a remedy (not silently ignored, which would drop the test
+    metrics from the tracker run), and evaluate writes nothing before saying so."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(tracked_run, run, ignore=shutil.ignore_patterns("mlruns", "wandb"))
+    (run / "tracking.json").write_text(text)
+    before = (run / "metrics.json").read_bytes()
+    assert main(["evaluate", str(run), "--bootstrap", "20", "--num-workers", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "tracking.json" in err and "Remedy: delete" in err
+    assert (run / "metrics.json").read_bytes() == before
+    (run / "tracking.json").unlink()  # the remedy works
+    assert main(["evaluate", str(run), "--bootstrap", "20", "--num-workers", "0", "--quiet"]) == 0

@@ -44,27 +44,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_opts(p)
     p.set_defaults(func=cmd_make_demo_data)
 
-    p = verb("train", "train a classifier on a run's split (running prepare first if needed) and save a bundle")
-    _add_data_opts(p, features=True)
-    _add_train_opts(p)
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (split, checkpoints, bundle)")
+    def training_verb(name: str, help_text: str, out_help: str):
+        """A verb that trains: data options, training options and the run directory."""
+        q = verb(name, help_text)
+        _add_data_opts(q, features=True)
+        _add_train_opts(q)
+        q.add_argument("--out", required=True, metavar="RUN_DIR", help=out_help)
+        return q
+
+    p = training_verb("train", "train a classifier on a run's split (running prepare first if needed) and save a bundle",
+                      "run directory (split, checkpoints, bundle)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = verb("lr-find", "Lightning's learning-rate finder on the run's training split: a plot and a suggested --lr")
-    _add_data_opts(p, features=True)
-    _add_train_opts(p)
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (its split is made if absent)")
+    p = training_verb("lr-find", "Lightning's learning-rate finder on the run's training split: a plot and a suggested --lr",
+                      "run directory (its split is made if absent)")
     p.add_argument("--num-training", type=int, default=100, help="steps of the sweep (default: 100)")
     p.add_argument("--min-lr", type=float, default=1e-7, help="start of the sweep (default: 1e-7)")
     p.add_argument("--max-lr", type=float, default=1.0, help="end of the sweep (default: 1)")
     p.set_defaults(func=cmd_lr_find)
 
-    p = verb("cv", "lesion-grouped K-fold cross-validation: every fold trained as a run under RUN_DIR/folds/, "
-                   "out-of-fold predictions and threshold, an ensemble bundle")
-    _add_data_opts(p, features=True)
-    _add_train_opts(p)
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="cv run directory")
+    p = training_verb("cv", "lesion-grouped K-fold cross-validation: every fold trained as a run under RUN_DIR/folds/, "
+                            "out-of-fold predictions and threshold, an ensemble bundle", "cv run directory")
     p.add_argument("--folds", type=int, default=5, help="K folds over train+val; the test share stays held out (default: 5)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per fold (default: 1)")
     p.add_argument("--target-sensitivity", type=float, default=0.90, help="for the out-of-fold threshold (default: 0.90)")
@@ -111,10 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PATH", help="also write PATH.csv and a sortable PATH.html")
     p.set_defaults(func=cmd_runs)
 
-    p = verb("run", "prepare -> train -> tune-threshold -> evaluate on a real dataset in one go")
-    _add_data_opts(p, features=True)
-    _add_train_opts(p)
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    p = training_verb("run", "prepare -> train -> tune-threshold -> evaluate on a real dataset in one go", "run directory")
     p.add_argument("--target-sensitivity", type=float, default=0.90, help="for tune-threshold (default: 0.90)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training")
     p.set_defaults(func=cmd_run)

@@ -60,7 +60,7 @@ def phase_loggers(t, run_dir: Path, phase: int) -> list:
 def open_trackers(cfg, run_dir: Path, write: bool = True) -> list:
     """MLflow / W&B loggers, one run for the whole training (resumed with ``--resume``)."""
     names = parse_loggers(cfg.train.logger)
-    state = _read(run_dir)
+    state = read_state(run_dir)
     out = []
     if "mlflow" in names:
         uri = cfg.train.mlflow_uri or (run_dir.resolve() / "mlruns").as_uri()
@@ -83,12 +83,27 @@ def open_trackers(cfg, run_dir: Path, write: bool = True) -> list:
     return out
 
 
-def _read(run_dir: Path) -> dict:
-    path = run_dir / "tracking.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
+_STATE_KEYS = {"mlflow": ("tracking_uri", "run_id"), "wandb": ("id", "project", "dir", "mode")}
+
+
+def read_state(run_dir: Path) -> dict:
+    """The run's tracking.json (which MLflow / W&B runs this run logs to), checked; {} when absent. A file
+    that cannot be read is an error rather than silently starting new tracker runs."""
+    path = Path(run_dir) / "tracking.json"
+    if not path.is_file():
         return {}
+    remedy = (f"Remedy: delete {path} (training then starts new MLflow / W&B runs and evaluate logs to none; "
+              "the old tracker runs stay where they are).")
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is not readable JSON ({e}). {remedy}") from None
+    bad = [f"{k}.{f}" for k, fields in _STATE_KEYS.items() if k in state for f in fields
+           if not isinstance(state[k], dict) or not isinstance(state[k].get(f), str)] \
+        if isinstance(state, dict) else ["the top level (an object)"]
+    if bad:
+        raise ConfigError(f"{path} lacks or has a non-text value for {', '.join(bad)}. {remedy}")
+    return state
 
 
 def _write(run_dir: Path, trackers: list) -> None:
@@ -123,7 +138,7 @@ def finish_training(trackers: list, bundle: Path, val_metrics: dict) -> None:
 def log_test_metrics(run_dir: Path, metrics: dict, prefix: str = "test") -> list[str]:
     """Add ``metrics`` (name -> number) to the run's MLflow / W&B runs recorded in tracking.json; returns
     the trackers written to."""
-    state, done = _read(run_dir), []
+    state, done = read_state(run_dir), []
     if "mlflow" in state:
         from mlflow.tracking import MlflowClient
         if state["mlflow"]["tracking_uri"].startswith("file:"):

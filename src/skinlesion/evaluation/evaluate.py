@@ -117,6 +117,9 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     ctx, split = run_context(run_dir, bundle, META_COLUMNS)
     if (run_dir / "threshold.json").is_file():  # the report reads it: check it before anything is written
         read_json(run_dir / "threshold.json", "written by tune-threshold")
+    if split_name == "test":  # test metrics go to the run's trackers: check their record before writing
+        from ..tracking import read_state
+        read_state(run_dir)
     workers = default_num_workers(num_workers)
     if cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
         from ..config import load_config
