@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("prepare", "validate a dataset (HAM10000, ISIC, class folders or any CSV) and write a lesion-level split to RUN_DIR")
     _add_data_opts(p)
     _add_split_opts(p)
+    p.set_defaults(lock="out")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write split.csv/split.json into")
     p.set_defaults(func=cmd_prepare)
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data_opts(q, features=True)
         _add_train_opts(q)
         q.add_argument("--out", required=True, metavar="RUN_DIR", help=out_help)
+        q.set_defaults(lock="out")
         return q
 
     p = training_verb("train", "train a classifier on a run's split (running prepare first if needed) and save a bundle",
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-sensitivity", type=float, default=0.90, help="minimum validation sensitivity (default: 0.90)")
     p.add_argument("--tta", action="store_true", help="tune on TTA predictions (for `predict/evaluate --tta`)")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (with --tta)")
-    p.set_defaults(func=cmd_tune)
+    p.set_defaults(func=cmd_tune, lock="run_dir")
 
     p = verb("evaluate", "metrics with lesion-bootstrap CIs, plots, report.html and model_card.md")
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a trained (and tuned) run directory")
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="fit temperature scaling on validation, store it in the bundle")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="lesion-level bootstrap resamples (default: 1000)")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, lock="run_dir")
 
     from .cli_data import add_data_verbs
     add_data_verbs(verb)
@@ -357,7 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, overrides, base=_resume_base(args)).validate()
         check_args(args)
-        return args.func(args, cfg)
+        from .runlock import run_lock
+        locked = getattr(args, getattr(args, "lock", ""), None) if getattr(args, "lock", None) else None
+        if getattr(args, "model", None):  # evaluate --model writes into --out, not a run
+            locked = None
+        with run_lock(locked, args.command):
+            return args.func(args, cfg)
     except USER_ERRORS as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message holds
         return 2

@@ -53,7 +53,8 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, 
            resume: bool = False, progress: bool = True, echo=print) -> CVResult | None:
     """Train every fold (x seed), pool the out-of-fold predictions, tune the threshold on them and write
     the ensemble bundle. Finished members are skipped; with ``resume`` an interrupted one continues."""
-    from .fit import _rank, train
+    from ..runlock import process_rank
+    from .fit import train
     if not 2 <= folds <= 50 or not 1 <= seeds <= 20:
         raise ConfigError(f"--folds must be 2-50 and --seeds 1-20, got {folds} and {seeds}. Remedy: --folds 5 --seeds 1")
     if cfg.train.fold is not None:
@@ -80,7 +81,7 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, 
             mcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fold=k, seed=cfg.train.seed + s))
             if train(mcfg, mdir, resume=(mdir / "checkpoints").exists(), progress=progress, echo=echo) is None:
                 continue  # a DDP rank other than 0
-    if _rank() != 0:
+    if process_rank() != 0:
         return None
     summary = summarize_cv(ctx, members, folds, seeds, target_sensitivity)
     atomic.write_json(run_dir / "cv.json", summary)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import pickle
 import sys
 import time
@@ -28,6 +27,7 @@ from ..inference.bundle import bundle_config, keep_tuning, save_bundle, seen_ids
 from ..inference.predictor import prediction_frame
 from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
+from ..runlock import process_rank
 from .checkpoints import (LOCKED_KEYS, _load_weights, check_checkpoint_binding, check_resume_config,
                           checkpoint_path, verify_checkpoints)
 from .history import HistoryRecorder, plot_history, read_history
@@ -103,13 +103,6 @@ def _phase_state(ckpt_dir: Path) -> dict:
 
 def _accelerator_is_cuda(t) -> bool:
     return torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
-
-
-def _rank() -> int:
-    """Non-zero in every process but the first under Lightning's DDP launcher or torchrun."""
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"])
-    return int(os.environ.get("NODE_RANK", 0)) * 1024 + int(os.environ.get("LOCAL_RANK", 0))
 
 
 class _NoTips(logging.Filter):
@@ -218,7 +211,7 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
     pre = Preprocessing.for_spec(spec, "shades_of_gray" if t.colour_constancy else None)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
     t = cfg.train
-    if write and _rank() == 0:
+    if write and process_rank() == 0:
         save_config(cfg, run_dir)
         atomic.write_json(run_dir / "checkpoints" / "binding.json", binding(ctx))
 
@@ -253,7 +246,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     rank 0 writes the run's artifacts and gets a result (other ranks get None)."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
-    if not resume and _rank() == 0 and (run_dir / "checkpoints").exists():
+    if not resume and process_rank() == 0 and (run_dir / "checkpoints").exists():
         raise FileExistsError(f"{run_dir} already has checkpoints. Remedy: pass --resume to continue it, or choose "
                               "a new --out")
     st = setup_training(cfg, run_dir, resume, progress, echo)
@@ -261,7 +254,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         st.cfg, st.cfg.train, st.ctx, st.split, st.data_root, st.spec, st.pre, st.data, st.model, st.n_groups)
 
     offset, best, module, trainer, trained = 0, None, None, None, False
-    trackers = open_trackers(cfg, run_dir, write=_rank() == 0)
+    trackers = open_trackers(cfg, run_dir, write=process_rank() == 0)
     for phase, epochs, lr, unfreeze in _phase_plan(t, spec, n_groups):
         ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
         trainable = set_trainable(model, unfreeze)
