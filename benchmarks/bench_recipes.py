@@ -80,13 +80,19 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
+def run_split(run: Path):
+    """The run's bundle and its split joined with the metadata columns (for metadata models)."""
+    from skinlesion.evaluation.evaluate import META_COLUMNS, run_context
+    from skinlesion.inference.bundle import load_bundle
+    bundle = load_bundle(run / "bundle")
+    return bundle, run_context(run, bundle, META_COLUMNS)[1]
+
+
 def tta_aucs(run: Path, n_boot: int) -> dict:
     """Validation and test ROC-AUC / PR-AUC with test-time augmentation (the bundle's TTA views)."""
     from skinlesion.config import load_config
-    from skinlesion.evaluation.evaluate import META_COLUMNS, predict_split, run_context
-    from skinlesion.inference.bundle import load_bundle
-    bundle = load_bundle(run / "bundle")
-    _, split = run_context(run, bundle, META_COLUMNS)
+    from skinlesion.evaluation.evaluate import predict_split
+    bundle, split = run_split(run)
     cache = load_config(run / "config.yaml").train.cache_dir
     return {which: auc_ci(predict_split(bundle, split, which, True, 64, 0, cache, False), n_boot)
             for which in ("val", "test")}
@@ -141,16 +147,22 @@ def run_variant(recipe: str, args) -> dict:
            "test_spec_at_90_sens": spec_at_sens(y, test_pred["probability"].to_numpy()),
            "threshold": threshold, "val_sensitivity_at_threshold": tune["chosen"]["sensitivity"],
            "test_sensitivity_at_threshold": test["at_threshold"]["sensitivity"]["value"], "shifts": {}}
+    ids = test_pred["image_id"].tolist()
+    meta = None  # a metadata model sees each test image's own age/sex/site under every shift
+    if predictor.bundle.encoder is not None:
+        meta = run_split(run)[1].set_index("image_id").loc[ids].reset_index()
     for s in SHIFTS:
         probs = []
-        ids = test_pred["image_id"].tolist()
         for i in range(0, len(ids), 64):
             batch = [shift(load_rgb(images[k]), s) for k in ids[i:i + 64]]
-            probs.append(predictor.predict(batch)["probability"].to_numpy())
+            rows = None if meta is None else meta.iloc[i:i + 64]
+            probs.append(predictor.predict(batch, rows)["probability"].to_numpy())
         shifted = test_pred.assign(probability=np.concatenate(probs))
         sens = float(((shifted["probability"] >= threshold) & (shifted["label"] == 1)).sum() / max(y.sum(), 1))
         row["shifts"][s] = {**auc_ci(shifted, args.bootstrap), "sensitivity_at_threshold": sens,
                             "sensitivity_drift": sens - row["test_sensitivity_at_threshold"]}
+    if "metadata_ablation" in test:  # the same model with every metadata field missing, on the test split
+        row["metadata_ablation"] = test["metadata_ablation"]
     row["tta"] = tta_aucs(run, args.bootstrap)
     row["shifted_mean_roc_auc"] = float(np.mean([v["roc_auc"]["value"] for v in row["shifts"].values()]))
     row["max_sensitivity_drift"] = float(max(abs(v["sensitivity_drift"]) for v in row["shifts"].values()))
@@ -189,8 +201,17 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override every variant's epochs (same budget)")
     ap.add_argument("--limit-train-batches", type=float, default=None, help="smoke runs only")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--add-tta", action="store_true", help="add the TTA columns to finished variants that lack them")
     ap.add_argument("--report", action="store_true", help="only print/write the table of finished variants")
     args = ap.parse_args()
+    if args.add_tta:  # variants measured before the TTA columns existed: their runs are still in --out
+        for path in sorted(RESULTS.glob("*.json")):
+            row = json.loads(path.read_text())
+            if "tta" not in row and (Path(args.out) / row["variant"] / "bundle").is_dir():
+                row["tta"] = tta_aucs(Path(args.out) / row["variant"], args.bootstrap)
+                path.write_text(json.dumps(row, indent=2) + "\n")
+        print(report())
+        return 0
     if args.name and "," in args.variants:
         ap.error("--name names one variant: give one recipe in --variants")
     if not args.report:

@@ -33,7 +33,7 @@ def test_prepare_writes_split_config_and_prints_table(demo_data, tmp_path, capsy
     out = capsys.readouterr().out
     assert "split (seed 12, ratios [0.6, 0.2, 0.2])" in out and "total" in out and "mal %" in out
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} == {"split.csv", "split.json", "config.yaml"}
+    assert {p.name for p in run.iterdir()} == {"split.csv", "split.json", "config.yaml", ".skinlesion.lock"}
     assert yaml.safe_load((run / "config.yaml").read_text())["split"]["seed"] == 12
     assert json.loads((run / "split.json").read_text())["counts"]["train"]["images"] > 0
 

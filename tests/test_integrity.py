@@ -19,6 +19,7 @@ import yaml
 from PIL import Image
 
 from skinlesion.cli import main
+from skinlesion.runlock import LOCK_NAME
 from skinlesion.evaluation.tune import tune_threshold
 from skinlesion.training.fit import train
 from test_training import tiny_cfg
@@ -68,8 +69,10 @@ class Env:
 
 
 def snapshot(root: Path) -> dict[str, str]:
+    """Every file's hash, except the run's empty lock file (skinlesion.runlock): the first command that
+    writes into a run creates it, refused or not, and it holds no data."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
 
 
 @dataclass

@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         locked = getattr(args, getattr(args, "lock", ""), None) if getattr(args, "lock", None) else None
         if getattr(args, "model", None):  # evaluate --model writes into --out, not a run
             locked = None
-        with run_lock(locked, args.command):
+        with run_lock(locked, args.command, create=getattr(args, "lock", None) == "out"):
             return args.func(args, cfg)
     except USER_ERRORS as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message holds

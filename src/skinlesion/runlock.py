@@ -26,16 +26,17 @@ def process_rank() -> int:
 
 
 @contextmanager
-def run_lock(run_dir: str | Path | None, verb: str) -> Iterator[None]:
+def run_lock(run_dir: str | Path | None, verb: str, create: bool = True) -> Iterator[None]:
     """Hold the run's lock for the body (rank 0 only: DDP ranks of one command share the run). A run
-    folder this call had to create is removed again if the body left nothing in it but the lock."""
+    folder this call had to create is removed again if the body left nothing in it but the lock; with
+    ``create`` False (verbs that read an existing run) a missing folder is left to the verb to report."""
     if run_dir is None or process_rank() != 0:
         yield
         return
     from filelock import FileLock, Timeout
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        yield  # not a folder: the verb itself reports that with its own remedy
+    if (run_dir.exists() and not run_dir.is_dir()) or (not create and not run_dir.exists()):
+        yield  # not a folder, or no run: the verb itself reports that with its own remedy
         return
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
