@@ -88,11 +88,10 @@ def run_split(run: Path):
     return bundle, run_context(run, bundle, META_COLUMNS)[1]
 
 
-def tta_aucs(run: Path, n_boot: int) -> dict:
+def tta_aucs(run: Path, bundle, split, n_boot: int) -> dict:
     """Validation and test ROC-AUC / PR-AUC with test-time augmentation (the bundle's TTA views)."""
     from skinlesion.config import load_config
     from skinlesion.evaluation.evaluate import predict_split
-    bundle, split = run_split(run)
     cache = load_config(run / "config.yaml").train.cache_dir
     return {which: auc_ci(predict_split(bundle, split, which, True, 64, 0, cache, False), n_boot)
             for which in ("val", "test")}
@@ -111,8 +110,8 @@ def run_variant(recipe: str, args) -> dict:
 
     out = Path(args.out)
     base = out / "_split"
-    name = args.name or recipe
-    overrides = {"data.root": str(args.data), "train.recipe": recipe, "train.arch": args.arch, **parse_sets(args.set)}
+    name, extra = args.name or recipe, parse_sets(args.set)
+    overrides = {"data.root": str(args.data), "train.recipe": recipe, "train.arch": args.arch, **extra}
     if args.epochs:
         overrides["train.epochs"] = args.epochs
     if args.limit_train_batches:
@@ -135,13 +134,14 @@ def run_variant(recipe: str, args) -> dict:
     test_pred = pd.read_csv(run / "test_predictions.csv", dtype={"image_id": str, "lesion_id": str})
     from skinlesion.data.metadata import find_images
     images = find_images(args.data)
-    predictor = Predictor.from_bundle(run / "bundle", batch_size=64, calibrated=False)
-    threshold = predictor.bundle.threshold
+    bundle, split = run_split(run)
+    predictor = Predictor(bundle, batch_size=64, calibrated=False)
+    threshold = bundle.threshold
     y = test_pred["label"].to_numpy()
-    row = {"variant": name, "recipe": recipe, "overrides": parse_sets(args.set), "arch": args.arch,
-           "image_size": json.loads((run / "bundle/config.json").read_text())["preprocessing"]["image_size"], "epochs": result.epochs, "train_wall_min": train_wall / 60,
-           "train_cpu_min": train_cpu / 60, "train_images_per_s": result.train_images_per_s,
-           "config": json.loads((run / "bundle/config.json").read_text())["recipe"],
+    row = {"variant": name, "recipe": recipe, "overrides": extra, "arch": args.arch,
+           "image_size": bundle.config["preprocessing"]["image_size"], "epochs": result.epochs,
+           "train_wall_min": train_wall / 60, "train_cpu_min": train_cpu / 60,
+           "train_images_per_s": result.train_images_per_s, "config": bundle.config["recipe"],
            "val": auc_ci(val, args.bootstrap), "test": auc_ci(test_pred, args.bootstrap),
            "val_spec_at_90_sens": spec_at_sens(val["label"].to_numpy(), val["probability"].to_numpy()),
            "test_spec_at_90_sens": spec_at_sens(y, test_pred["probability"].to_numpy()),
@@ -149,8 +149,8 @@ def run_variant(recipe: str, args) -> dict:
            "test_sensitivity_at_threshold": test["at_threshold"]["sensitivity"]["value"], "shifts": {}}
     ids = test_pred["image_id"].tolist()
     meta = None  # a metadata model sees each test image's own age/sex/site under every shift
-    if predictor.bundle.encoder is not None:
-        meta = run_split(run)[1].set_index("image_id").loc[ids].reset_index()
+    if bundle.encoder is not None:
+        meta = split.set_index("image_id").loc[ids].reset_index()
     for s in SHIFTS:
         probs = []
         for i in range(0, len(ids), 64):
@@ -163,7 +163,7 @@ def run_variant(recipe: str, args) -> dict:
                             "sensitivity_drift": sens - row["test_sensitivity_at_threshold"]}
     if "metadata_ablation" in test:  # the same model with every metadata field missing, on the test split
         row["metadata_ablation"] = test["metadata_ablation"]
-    row["tta"] = tta_aucs(run, args.bootstrap)
+    row["tta"] = tta_aucs(run, bundle, split, args.bootstrap)
     row["shifted_mean_roc_auc"] = float(np.mean([v["roc_auc"]["value"] for v in row["shifts"].values()]))
     row["max_sensitivity_drift"] = float(max(abs(v["sensitivity_drift"]) for v in row["shifts"].values()))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,8 @@ def main() -> int:
         for path in sorted(RESULTS.glob("*.json")):
             row = json.loads(path.read_text())
             if "tta" not in row and (Path(args.out) / row["variant"] / "bundle").is_dir():
-                row["tta"] = tta_aucs(Path(args.out) / row["variant"], args.bootstrap)
+                run = Path(args.out) / row["variant"]
+                row["tta"] = tta_aucs(run, *run_split(run), args.bootstrap)
                 path.write_text(json.dumps(row, indent=2) + "\n")
         print(report())
         return 0

@@ -7,19 +7,16 @@ import sys
 
 from skinlesion.cli import main
 from skinlesion.runlock import LOCK_NAME
+from test_integrity import snapshot
 
 HOLD = ("import sys, time\nfrom skinlesion.runlock import run_lock\nwith run_lock(sys.argv[1], 'train'):\n"
         "    print('held', flush=True)\n    time.sleep(60)\n")
 
 
-def _snapshot(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_second_writer_on_a_busy_run_is_refused_and_writes_nothing(demo_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["prepare", "--data", str(demo_data), "--out", str(run), "--quiet"]) == 0
-    before = _snapshot(run)
+    before = snapshot(run)
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -29,13 +26,13 @@ def test_second_writer_on_a_busy_run_is_refused_and_writes_nothing(demo_data, tm
             assert main([*argv, "--quiet"]) == 2, argv
             err = capsys.readouterr().err
             assert f"another skinlesion command is writing into {run}" in err and "Remedy:" in err, argv
-        assert _snapshot(run) == before
+        assert snapshot(run) == before
     finally:
         holder.kill()
         holder.wait()
     # the holder died without releasing anything by hand: the OS dropped its lock
     assert main(["prepare", "--data", str(demo_data), "--out", str(run), "--seed", "7", "--quiet"]) == 0
-    assert _snapshot(run) != before
+    assert snapshot(run) != before
 
 
 def test_a_failed_command_leaves_no_run_folder_behind(tmp_path, capsys):

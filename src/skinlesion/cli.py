@@ -352,6 +352,16 @@ def _resume_base(args) -> str | None:
     return None
 
 
+def _written_run(args) -> tuple[str | None, bool]:
+    """The run directory this command writes into (None: none) and whether the command may create it:
+    verbs declare ``lock="out"`` (they make the run) or ``lock="run_dir"`` (they write into an existing
+    one); `evaluate --model` writes into its --out, not a run."""
+    lock = getattr(args, "lock", None)
+    if lock is None or getattr(args, "model", None):
+        return None, False
+    return getattr(args, lock), lock == "out"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -360,10 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides, base=_resume_base(args)).validate()
         check_args(args)
         from .runlock import run_lock
-        locked = getattr(args, getattr(args, "lock", ""), None) if getattr(args, "lock", None) else None
-        if getattr(args, "model", None):  # evaluate --model writes into --out, not a run
-            locked = None
-        with run_lock(locked, args.command, create=getattr(args, "lock", None) == "out"):
+        run_dir, create = _written_run(args)
+        with run_lock(run_dir, args.command, create=create):
             return args.func(args, cfg)
     except USER_ERRORS as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message holds
