@@ -57,6 +57,16 @@ def phase_loggers(t, run_dir: Path, phase: int) -> list:
     return out
 
 
+def final_validation_events(loggers) -> None:
+    """tensorboardX names an event file by the second and the host only, and the writer a TensorBoard logger
+    reopens for the final validation after fit would overwrite the phase's file (and its per-epoch curves)
+    when both fall in the same second; give that reopened file its own suffix."""
+    for lg in loggers:
+        writer = lg.experiment if isinstance(lg, L.pytorch.loggers.TensorBoardLogger) else None
+        if writer is not None and hasattr(writer, "_filename_suffix"):  # tensorboardX's SummaryWriter
+            writer._filename_suffix = ".final"
+
+
 def open_trackers(cfg, run_dir: Path, write: bool = True) -> list:
     """MLflow / W&B loggers, one run for the whole training (resumed with ``--resume``)."""
     names = parse_loggers(cfg.train.logger)
@@ -98,9 +108,11 @@ def read_state(run_dir: Path) -> dict:
         state = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path} is not readable JSON ({e}). {remedy}") from None
-    bad = [f"{k}.{f}" for k, fields in _STATE_KEYS.items() if k in state for f in fields
-           if not isinstance(state[k], dict) or not isinstance(state[k].get(f), str)] \
-        if isinstance(state, dict) else ["the top level (an object)"]
+    if not isinstance(state, dict):
+        bad = ["the top level (an object)"]
+    else:
+        bad = [f"{k}.{f}" for k, fields in _STATE_KEYS.items() if k in state for f in fields
+               if not isinstance(state[k], dict) or not isinstance(state[k].get(f), str)]
     if bad:
         raise ConfigError(f"{path} lacks or has a non-text value for {', '.join(bad)}. {remedy}")
     return state

@@ -32,7 +32,7 @@ from .checkpoints import (LOCKED_KEYS, _load_weights, check_checkpoint_binding, 
                           checkpoint_path, verify_checkpoints)
 from .history import HistoryRecorder, plot_history, read_history
 from .loaders import build_data, cache_features
-from ..tracking import finish_training, open_trackers, phase_loggers
+from ..tracking import final_validation_events, finish_training, open_trackers, phase_loggers
 from .module import LesionModule
 
 
@@ -278,6 +278,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     module.final_model()
     if trainer is None:  # every phase was already complete: a trainer just for the final validation pass
         trainer, _ = _make_trainer(t, run_dir, 0, 1, offset, progress)
+    final_validation_events(trainer.loggers)
     _quietly(trainer.validate, module, data.loader(data.val), verbose=False)  # gathered across ranks
     if not trainer.is_global_zero:
         return None
