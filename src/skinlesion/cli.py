@@ -9,7 +9,7 @@ from pathlib import Path
 from . import __version__
 from .cli_options import _add_data_opts, _add_demo_opts, _add_split_opts, _add_train_opts, _opt, check_args
 from .config import ConfigError, load_config
-from .errors import SkinlesionError
+from .errors import SkinlesionError, original_message
 
 USER_ERRORS = (SkinlesionError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError)  # printed as "error: ...", exit status 2
@@ -357,7 +357,9 @@ def _written_run(args) -> tuple[str | None, bool]:
     verbs declare ``lock="out"`` (they make the run) or ``lock="run_dir"`` (they write into an existing
     one); `evaluate --model` writes into its --out, not a run."""
     lock = getattr(args, "lock", None)
-    if lock is None or getattr(args, "model", None):
+    if getattr(args, "model", None):  # evaluate --model writes its report folder: one writer there too
+        return (args.out, True) if lock and getattr(args, "out", None) else (None, False)
+    if lock is None:
         return None, False
     return getattr(args, lock), lock == "out"
 
@@ -374,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         with run_lock(run_dir, args.command, create=create):
             return args.func(args, cfg)
     except USER_ERRORS as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message holds
+        print("error: " + " ".join(original_message(exc).split()), file=sys.stderr)  # one line, whatever it holds
         return 2
     except KeyboardInterrupt:
         print("interrupted (nothing half-written is kept; `--resume` continues a training run)", file=sys.stderr)
@@ -394,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug, not a user error: one line, and the traceback on request
         if os.environ.get("SKINLESION_DEBUG"):
             raise
-        print(f"error: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+        text = original_message(exc)
+        print(f"error: internal error ({type(exc).__name__}: {text.splitlines()[0] if text else ''}). "
               "Remedy: run again with SKINLESION_DEBUG=1 to see the traceback and report it.", file=sys.stderr)
         return 1
 

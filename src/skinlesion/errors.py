@@ -3,3 +3,14 @@
 
 class SkinlesionError(Exception):
     """A problem with the user's input or environment; the message names it and the remedy."""
+
+
+def original_message(exc: BaseException) -> str:
+    """The message of ``exc``; for an exception re-raised from a DataLoader worker ("Caught X in DataLoader
+    worker process 0. Original Traceback ...: msg"), the original one-line message without the traceback."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.replace(".", "").replace("_", "").isalnum() else last

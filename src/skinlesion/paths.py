@@ -33,3 +33,36 @@ def check_outputs(outputs: Iterable[Path], protected: Iterable[Path] = (), input
         dup = sorted({str(o) for o in outs if outs.count(o) > 1})
         raise OutputPathError(f"two outputs of this command would be the same file ({', '.join(dup)}). Remedy: "
                               "choose an --out whose name does not collide (e.g. model.onnx).")
+
+
+def walk_files(root: str | Path, hidden: bool = False):
+    """Yield every file below ``root`` as (folder, name), sorted, following symbolic links to folders and
+    files (how shared storage and cluster scratch are mounted) and entering each real folder once, so a
+    cyclic link cannot loop. Hidden entries (a leading dot) are skipped unless ``hidden``."""
+    import os
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:  # reached again through a link: already walked
+            dirnames[:] = []
+            continue
+        seen.add(key)
+        dirnames[:] = sorted(d for d in dirnames if hidden or not d.startswith("."))
+        for name in sorted(filenames):
+            if hidden or not name.startswith("."):
+                yield dirpath, name
+
+
+def check_not_a_run(out: str | Path, verb: str) -> None:
+    """A report folder (``evaluate --model --out``) must not be a training run: its metrics.json, report and
+    predictions would replace the run's own."""
+    out = Path(out)
+    if (out / "split.csv").is_file() or (out / "checkpoints").is_dir():
+        raise OutputPathError(f"--out {out} is a training run (it has split.csv or checkpoints/); {verb} would replace "
+                              f"its metrics.json and report with another model's. Remedy: choose a new folder, e.g. "
+                              f"--out {out / 'external'}")

@@ -5,6 +5,7 @@ thresholds. The OS drops the lock when the process ends, however it ends, so no 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -47,10 +48,40 @@ def run_lock(run_dir: str | Path | None, verb: str, create: bool = True) -> Iter
         raise RunBusyError(f"another skinlesion command is writing into {run_dir} (it holds {run_dir / LOCK_NAME}); "
                            f"running {verb} there now would mix their files. Remedy: wait for it to finish, or "
                            "choose another --out for this one.") from None
+    before, started = _files(run_dir), time.time()
+    failed = True
     try:
         yield
+        failed = False
     finally:
-        lock.release()
+        try:
+            if failed and not _trained_since(run_dir, started):
+                _remove_new(run_dir, before)
+        finally:
+            lock.release()
         if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
             (run_dir / LOCK_NAME).unlink(missing_ok=True)
             run_dir.rmdir()
+
+
+def _files(run_dir: Path) -> set[Path]:
+    return set(run_dir.rglob("*"))
+
+
+def _trained_since(run_dir: Path, started: float) -> bool:
+    """Whether training work was saved during the command (a checkpoint written): that is kept for --resume."""
+    return any(p.stat().st_mtime >= started - 1 for p in run_dir.rglob("*.ckpt") if p.is_file())
+
+
+def _remove_new(run_dir: Path, before: set[Path]) -> None:
+    """A command that failed leaves the run as it found it: the files it added (a split, config.yaml,
+    binding.json, logs...) are removed, so the corrected next command does not trip over them. Files that
+    existed before are only ever replaced atomically, so they are intact."""
+    for path in sorted(_files(run_dir) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.name == LOCK_NAME:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)

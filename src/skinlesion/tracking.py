@@ -118,6 +118,23 @@ def read_state(run_dir: Path) -> dict:
     return state
 
 
+def check_tracking(run_dir: Path) -> dict:
+    """Before ``evaluate`` writes anything: tracking.json is sound and the packages of the trackers it names
+    are installed (the test metrics go to those runs)."""
+    state = read_state(run_dir)
+    for name in state:
+        if name in EXTRAS:
+            module, extra = EXTRAS[name]
+            try:
+                __import__(module)
+            except ImportError:
+                raise ConfigError(f"{run_dir} was trained with --logger {name} ({Path(run_dir) / 'tracking.json'}), "
+                                  f"so evaluate logs its test metrics there, but the {module} package is not installed. "
+                                  f"Remedy: pip install 'skinlesion[{extra}]', or delete "
+                                  f"{Path(run_dir) / 'tracking.json'} to evaluate without tracker logging.") from None
+    return state
+
+
 def _write(run_dir: Path, trackers: list) -> None:
     state = {}
     for lg in trackers:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import original_message
+from .images import ImageDecodeError
 from .transforms import Preprocessing
 
 CACHE_VERSION = 2  # 2: full JPEG decode (no draft mode)
@@ -83,10 +85,16 @@ def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | No
         loader = torch.utils.data.DataLoader(_Decode(paths, pre), batch_size=32, num_workers=num_workers)
         i = 0
         with tqdm(total=len(paths), desc=f"cache images at {R}px", unit="img", disable=not progress) as bar:
-            for batch in loader:
-                out[i:i + len(batch)] = batch.numpy()
-                i += len(batch)
-                bar.update(len(batch))
+            try:
+                for batch in loader:
+                    out[i:i + len(batch)] = batch.numpy()
+                    i += len(batch)
+                    bar.update(len(batch))
+            except ImageDecodeError as exc:  # raised in the main process or re-raised from a worker
+                from .metadata import DataError
+                raise DataError(f"{original_message(exc)}. The run cannot use this image. Remedy: pass --verify to find "
+                                "every unreadable image before training (with --allow-missing FRACTION to drop them), "
+                                "or replace the file.") from None
         out.flush()
         del out
         os.replace(tmp, target)

@@ -10,13 +10,16 @@ by the files present and says which. The code mappings are in docs/datasets.md.
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from ..paths import walk_files
 from ..labels import ALL_DX, BINARY_LABEL, DX_CODES
-from .metadata import IMAGE_EXTENSIONS, METADATA_FILENAME, DataError, _rows, read_csv_checked, validate_table
+from .metadata import (IMAGE_EXTENSIONS, METADATA_FILENAME, DataError, _rows, csv_delimiter, read_csv_checked,
+                       validate_table)
 
 FORMATS: tuple[str, ...] = ("auto", "ham10000", "isic", "folders", "csv")
 COLUMN_KEYS: tuple[str, ...] = ("image", "dx", "label", "group", "age", "sex", "site")
@@ -82,7 +85,11 @@ def parse_pairs(text: str | None, what: str, keys: tuple[str, ...] | None = None
                             + ("image=Image Name,dx=Clinical Diagnosis" if keys else "0=nv,1=nv,2=mel"))
         if keys is not None and k.lower() not in keys:
             raise DataError(f"{what}: unknown key {k!r}; expected {', '.join(keys)}. Remedy: e.g. {what} image=NAME,dx=NAME")
-        out[k.lower() if keys is not None else k] = v
+        key = k.lower() if keys is not None or what == "--values" else k
+        if key in out:
+            raise DataError(f"{what}: {k!r} is given twice ({out[key]!r} and {v!r}); one would silently win. "
+                            f"Remedy: keep one {k}=... in {what}.")
+        out[key] = v
     return out
 
 
@@ -99,8 +106,9 @@ def _csvs(root: Path) -> list[Path]:
 
 def _header(path: Path) -> list[str]:
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            return [c.strip() for c in f.readline().strip().split(",")]
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            line = f.readline().strip()
+        return [c.strip().strip('"') for c in line.split(csv_delimiter(line))]
     except (OSError, UnicodeDecodeError):
         return []
 
@@ -110,8 +118,8 @@ def _is_isic_gt(cols: list[str]) -> bool:
         ("image_name" in cols and bool({"target", "benign_malignant", "diagnosis"} & set(cols)))
 
 
-def _class_folders(root: Path) -> list[Path]:
-    names = set(ALL_DX)
+def _class_folders(root: Path, values: str | None = None) -> list[Path]:
+    names = set(ALL_DX) | set(parse_pairs(values, "--values"))
     return sorted(d for d in root.iterdir() if d.is_dir() and d.name.lower() in names) if root.is_dir() else []
 
 
@@ -131,7 +139,7 @@ def detect(root: Path, spec: TableSpec) -> tuple[str, str]:
     for path in _csvs(root):
         if _is_isic_gt(_header(path)):
             return "isic", f"found ISIC ground truth {path.relative_to(root)}"
-    folders = _class_folders(root)
+    folders = _class_folders(root, spec.values)
     if folders:
         return "folders", f"found class folders {', '.join(d.name for d in folders)}"
     raise DataError(
@@ -227,14 +235,24 @@ def read_isic(root: Path, spec: TableSpec) -> Table:
 
 
 def read_folders(root: Path, spec: TableSpec) -> Table:
-    rows = []
-    for d in _class_folders(root):
-        for dirpath, dirnames, filenames in os.walk(d):
-            dirnames[:] = sorted(x for x in dirnames if not x.startswith("."))
-            for name in sorted(filenames):
-                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                    rows.append({"image_id": os.path.splitext(name)[0], "dx": d.name.lower(),
-                                 "path": str(Path(dirpath) / name)})
+    """One folder per class below ``root``: dx codes or benign/malignant (any case), or names mapped with
+    ``--values NAME=CODE``; a folder holding images whose name maps to no class is an error, never dropped."""
+    values = {k.lower(): v.lower() for k, v in parse_pairs(spec.values, "--values").items()}
+    rows, unknown = [], []
+    for d in sorted(x for x in root.iterdir() if x.is_dir() and not x.name.startswith(".")):
+        dx = values.get(d.name.lower(), d.name.lower())
+        images = [(dirpath, name) for dirpath, name in walk_files(d)
+                  if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS]
+        if images and dx not in ALL_DX:
+            unknown.append(f"{d.name}/ ({len(images)} images)")
+            continue
+        rows += [{"image_id": unicodedata.normalize("NFC", os.path.splitext(name)[0]), "dx": dx,
+                  "path": str(Path(dirpath) / name)} for dirpath, name in images]
+    if unknown:
+        first = unknown[0].split("/")[0]
+        raise DataError(f"{root}: folder(s) {', '.join(unknown)} are not class names ({', '.join(ALL_DX)}), so their "
+                        f"images have no label. Remedy: map each, e.g. --values \"{first}=mel\" (or =benign, "
+                        "=malignant), or move them out of the data folder.")
     if not rows:
         raise DataError(f"{root}: the class folders hold no images (.jpg .jpeg .png .bmp .tif .tiff). Remedy: put the "
                         "images in benign/ and malignant/ (or folders named by dx code).")
@@ -260,7 +278,7 @@ def read_mapped_csv(root: Path, spec: TableSpec) -> Table:
                         f"{', '.join(map(str, raw.columns))}). Remedy: use the CSV's exact header names.")
     values = parse_pairs(spec.values, "--values")
     dx = _apply_values(raw[cols["dx"]], values, {}, str(path)) if "dx" in cols else pd.Series("target", index=raw.index)
-    dx = _resolve_target(pd.DataFrame({"dx": dx}), raw[cols["label"]].map(lambda v: values.get(str(v).strip(), v))
+    dx = _resolve_target(pd.DataFrame({"dx": dx}), raw[cols["label"]].map(lambda v: values.get(str(v).strip().lower(), v))
                          if "label" in cols else None, str(path))["dx"]
     group, gsrc = _group(raw, raw[cols["image"]].astype(str).map(_stem), cols.get("group"))
     meta_cols = {"age": cols.get("age"), "sex": cols.get("sex"), "localization": cols.get("site")}
@@ -270,6 +288,10 @@ def read_mapped_csv(root: Path, spec: TableSpec) -> Table:
 def read_ham(root: Path, spec: TableSpec) -> Table:
     from .metadata import read_metadata
     path = Path(spec.metadata) if spec.metadata else root / METADATA_FILENAME
+    values = parse_pairs(spec.values, "--values")
+    if values:  # --values maps the dx column's values, as for every other format
+        return Table(read_metadata(path, lambda dx: _apply_values(dx, values, {}, str(path))), "ham10000", path,
+                     "lesion_id", "")
     return Table(read_metadata(path), "ham10000", path, "lesion_id", "")
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import SkinlesionError
+from ..paths import walk_files
 from ..labels import ALL_DX, BINARY_LABEL, DX_CODES
 from .images import ImageDecodeError, load_rgb
 
@@ -35,6 +37,14 @@ def _ids(values, limit: int = 10) -> str:
     return ", ".join(values[:limit]) + more
 
 
+def csv_delimiter(header: str) -> str:
+    """The field separator of a CSV from its header line: a comma, else a semicolon (spreadsheets in locales
+    with a decimal comma) or a tab, whichever the header uses."""
+    if "," in header:
+        return ","
+    return max((";", "\t", "|"), key=header.count) if any(c in header for c in ";\t|") else ","
+
+
 def read_csv_checked(csv_path: str | Path) -> pd.DataFrame:
     """A CSV read as text columns, or a DataError naming the file (absent, unreadable, empty)."""
     csv_path = Path(csv_path)
@@ -43,10 +53,13 @@ def read_csv_checked(csv_path: str | Path) -> pd.DataFrame:
             f"metadata file {csv_path} not found. Remedy: put HAM10000_metadata.csv in the data root "
             f"(columns {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}), pass --metadata FILE, or see --format.")
     try:
-        frame = pd.read_csv(csv_path, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            sep = csv_delimiter(f.readline())
+        frame = pd.read_csv(csv_path, dtype=str, encoding="utf-8-sig", skipinitialspace=True, sep=sep,
+                            keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{csv_path}: cannot be read as CSV ({exc}). Remedy: export it as comma-separated UTF-8.")
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = [unicodedata.normalize("NFC", str(c).strip()) for c in frame.columns]
     if frame.empty:
         raise DataError(f"{csv_path}: has a header but no rows. Remedy: point --data at the full dataset.")
     return frame
@@ -61,7 +74,7 @@ def validate_table(frame: pd.DataFrame, where: str, groups_are_lesions: bool = T
         empty = frame.index[frame[col].isna() | (frame[col] == "")]
         if len(empty):
             raise DataError(f"{where}: rows {_rows(empty)} have an empty {col}. Remedy: fill them in or remove those rows.")
-        frame[col] = frame[col].astype(str)
+        frame[col] = frame[col].astype(str).map(lambda v: unicodedata.normalize("NFC", v))  # as file names are read
     frame["dx"] = frame["dx"].str.lower()
     unknown = sorted(set(frame["dx"]) - set(ALL_DX))
     if unknown:
@@ -88,8 +101,9 @@ def validate_table(frame: pd.DataFrame, where: str, groups_are_lesions: bool = T
     return frame
 
 
-def read_metadata(csv_path: str | Path) -> pd.DataFrame:
-    """Read and validate a HAM10000 metadata CSV; return it with an added ``label`` (0 benign, 1 malignant)."""
+def read_metadata(csv_path: str | Path, map_dx=None) -> pd.DataFrame:
+    """Read and validate a HAM10000 metadata CSV; return it with an added ``label`` (0 benign, 1 malignant).
+    ``map_dx`` (the --values mapping) turns the raw dx column into codes first."""
     csv_path = Path(csv_path)
     frame = read_csv_checked(csv_path)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -98,6 +112,8 @@ def read_metadata(csv_path: str | Path) -> pd.DataFrame:
             f"{csv_path}: missing required column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))}). "
             f"Remedy: the CSV needs columns {', '.join(REQUIRED_COLUMNS)}; rename yours to match, or read it with "
             "--format csv --columns image=NAME,dx=NAME (see docs/datasets.md).")
+    if map_dx is not None:
+        frame["dx"] = map_dx(frame["dx"])
     return validate_table(frame, str(csv_path))
 
 
@@ -108,17 +124,16 @@ def find_images(root: str | Path) -> dict[str, Path]:
         raise DataError(f"data folder {root} does not exist. Remedy: pass the folder holding {METADATA_FILENAME} and the images.")
     found: dict[str, Path] = {}
     clashes: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            stem, ext = os.path.splitext(name)
-            if ext.lower() not in IMAGE_EXTENSIONS:
-                continue
-            path = Path(dirpath) / name
-            if stem in found:
+    for dirpath, name in walk_files(root):
+        stem, ext = os.path.splitext(unicodedata.normalize("NFC", name))
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            continue
+        path = Path(dirpath) / name
+        if stem in found:
+            if found[stem].resolve() != path.resolve():  # the same file reached by two links is one image
                 clashes.append(f"{stem}: {found[stem]} and {path}")
-                continue
-            found[stem] = path
+            continue
+        found[stem] = path
     if clashes:
         raise DataError(
             f"{root}: {len(clashes)} image_id(s) found in more than one file ({'; '.join(clashes[:5])}). "

@@ -11,6 +11,7 @@ from ..data.run import check_binding, open_run, read_json
 from .bootstrap import paired_difference
 from .metrics import roc_auc
 from .report import _fmt
+from ..tables import read_csv_exact
 
 COLUMNS = ("roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity")
 
@@ -30,10 +31,7 @@ def _load(run: Path) -> tuple[dict, pd.DataFrame]:
         if trained != metrics.get("bundle_split_fingerprint"):
             raise DataError(f"{m} was written for another model than {run / 'bundle'} holds now. Remedy: run "
                             f"`skinlesion evaluate {run}` again.")
-    try:
-        preds = pd.read_csv(p, dtype={"image_id": str, "lesion_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: cannot be read as CSV ({exc}). Remedy: run `skinlesion evaluate {run}` again.") from None
+    preds = read_csv_exact(p, f"run `skinlesion evaluate {run}` again.")
     if len(preds) != metrics.get("n_images") or not {"image_id", "lesion_id", "label", "probability"} <= set(preds):
         raise DataError(f"{p} does not match {m} (edited by hand?). Remedy: run `skinlesion evaluate {run}` again.")
     return metrics, preds

@@ -15,12 +15,13 @@ from ..data.formats import recorded_table
 from ..data.metadata import DataError, load_dataset
 from ..data.run import RunContext, binding, check_binding, check_run_dir, open_run, read_json
 from ..inference.bundle import Bundle, check_inference_mode, load_bundle, overlap_with_training, update_config
-from ..paths import check_outputs
+from ..paths import check_not_a_run, check_outputs
 from ..inference.predictor import Predictor, forward_probs, prediction_frame
 from ..labels import label_for
 from . import plots
 from .calibration import apply_temperature, fit_temperature
 from .summary import check_resamples, summarize
+from ..tables import read_csv_exact
 
 META_COLUMNS = ("age", "sex", "localization", "dx_type")
 
@@ -85,13 +86,7 @@ def bound_val_predictions(ctx: RunContext) -> pd.DataFrame:
     path = ctx.run_dir / "val_predictions.csv"
     if not path.is_file():
         raise DataError(f"{path} not found. Remedy: train first (`skinlesion train --out {ctx.run_dir}`).")
-    try:
-        val = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read as CSV ({exc}). Remedy: re-create it by training again.") from None
-    missing = [c for c in ("image_id", "label", "probability") if c not in val.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}. Remedy: re-create it by training again.")
+    val = read_csv_exact(path, "re-create it by training again.", ("image_id", "label", "probability"))
     if set(val["image_id"]) != set(ctx.rows("val")["image_id"]) or not val["image_id"].is_unique:
         raise DataError(f"{path} does not hold the validation images of the run's split"
                         + (f" (fold {ctx.fold})" if ctx.fold is not None else "") + ". Remedy: train again in a new --out.")
@@ -118,8 +113,8 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     if (run_dir / "threshold.json").is_file():  # the report reads it: check it before anything is written
         read_json(run_dir / "threshold.json", "written by tune-threshold")
     if split_name == "test":  # test metrics go to the run's trackers: check their record before writing
-        from ..tracking import read_state
-        read_state(run_dir)
+        from ..tracking import check_tracking
+        check_tracking(run_dir)
     workers = default_num_workers(num_workers)
     if cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
         from ..config import load_config
@@ -172,6 +167,7 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
     bundle = load_bundle(bundle_dir)
     check_inference_mode(bundle.config, tta, str(bundle_dir))
     check_outputs([Path(out_dir)], protected=[Path(bundle_dir)], inputs=[Path(data)])
+    check_not_a_run(out_dir, "evaluate --model")
     ds = load_dataset(data, metadata, allow_missing, verify=False, progress=progress, spec=spec)
     if progress:
         print(f"{data}: read as {ds.table.detected}")

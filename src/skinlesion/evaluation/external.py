@@ -58,6 +58,8 @@ def evaluate_externals(bundle_dir, datas: list[str], out_dir, allow_missing: flo
     for d in datas:
         if not Path(d).is_dir():
             raise DataError(f"--data {d} does not exist. Remedy: pass the folder of each external dataset.")
+    from ..paths import check_not_a_run
+    check_not_a_run(out_dir, "evaluate --model")
     out_dir, taken, results = Path(out_dir), set(), []
     for d in datas:
         name = _name(Path(d), taken)

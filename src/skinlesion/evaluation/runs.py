@@ -19,52 +19,91 @@ COLUMNS = ("run", "status", "arch", "recipe", "task", "image_size", "epochs", "d
 TRAINING_WINDOW_S = 15 * 60
 
 
-def _json(path: Path) -> dict | None:
+NUMERIC = ("image_size", "epochs", "val_roc_auc", "test_roc_auc", "threshold")
+TEXT = ("arch", "recipe", "task", "test_roc_auc_ci", "cv")
+
+
+def _json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else None
+        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
+        return {}
+
+
+def _get(data, *keys):
+    """``data[k1][k2]...`` where every level must be a JSON object; anything else (a damaged file) is None."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    return float(value) if math.isfinite(value) else None
 
 
-def run_row(run: Path, root: Path, now: float | None = None) -> dict:
-    """What a run's own files say about it; damaged or missing files leave blanks, never an exception."""
-    now = time.time() if now is None else now
-    try:
-        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        cfg = {}
-    train = cfg.get("train", {}) if isinstance(cfg, dict) else {}
-    bundle = _json(run / "bundle" / "config.json") or {}
-    metrics = _json(run / "metrics.json") or {}
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else (None if value is None else str(value))
+
+
+def _status(run: Path, bundle: dict, metrics: dict, now: float) -> str:
     ckpts = list((run / "checkpoints").rglob("*.ckpt")) if (run / "checkpoints").is_dir() else []
     newest = max((p.stat().st_mtime for p in ckpts), default=None)
     if metrics.get("split") == "test" and bundle:
-        status = "evaluated"
-    elif bundle:
-        status = "finished"
-    elif newest is not None and now - newest < TRAINING_WINDOW_S:
-        status = "training"
-    elif ckpts:
-        status = "failed"
-    else:
-        status = "prepared"
-    test = (metrics.get("at_threshold") or {}).get("roc_auc") or {}
-    val = ((bundle.get("metrics") or {}).get("val") or {}).get("roc_auc")
+        return "evaluated"
+    if bundle:
+        return "finished"
+    if (run / "checkpoints" / "interrupted.json").is_file():
+        return "interrupted"  # stopped by a signal with its work saved: `train --resume` continues it
+    if newest is not None and now - newest < TRAINING_WINDOW_S:
+        return "training"
+    return "failed" if ckpts else "prepared"
+
+
+def run_row(run: Path, root: Path, now: float | None = None) -> dict:
+    """What a run's own files say about it; damaged or missing files leave blanks (and a damaged run its own
+    status), never an exception: one damaged run must not hide the others."""
+    name = str(run.relative_to(root)) if run != root else run.name
+    try:
+        return _run_row(run, name, time.time() if now is None else now)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        return {**{c: None for c in COLUMNS}, "run": name,
+                "status": f"damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})"}
+
+
+def _run_row(run: Path, name: str, now: float) -> dict:
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        cfg = {}
+    train = _get(cfg, "train") or {}
+    bundle = _json(run / "bundle" / "config.json")
+    metrics = _json(run / "metrics.json")
+    test = _get(metrics, "at_threshold", "roc_auc") or {}
+    val = _get(bundle, "metrics", "val", "roc_auc")
     if val is None:
-        val = ((bundle.get("metrics") or {}).get("cv_val_roc_auc") or {}).get("mean")
+        val = _get(bundle, "metrics", "cv_val_roc_auc", "mean")
     stamp = max([p.stat().st_mtime for p in run.iterdir()], default=run.stat().st_mtime)
-    ens = bundle.get("ensemble") or {}
-    return {"run": str(run.relative_to(root)) if run != root else run.name, "status": status,
-            "arch": bundle.get("architecture") or train.get("arch"),
-            "recipe": (bundle.get("recipe") or {}).get("recipe") or train.get("recipe"),
-            "task": bundle.get("task") or train.get("task"),
-            "image_size": (bundle.get("preprocessing") or {}).get("image_size") or train.get("image_size"),
-            "epochs": train.get("epochs"), "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)),
-            "val_roc_auc": val, "test_roc_auc": test.get("value"),
-            "test_roc_auc_ci": f"[{test['ci_low']:.3f}, {test['ci_high']:.3f}]" if test.get("ci_low") is not None else "",
-            "threshold": (bundle.get("threshold") or {}).get("value"), "calibrated": bool(bundle.get("calibration")),
-            "cv": f"{ens.get('folds')}x{ens.get('seeds')}" if ens else ""}
+    ens = _get(bundle, "ensemble") or {}
+    low, high = _number(_get(test, "ci_low")), _number(_get(test, "ci_high"))
+    row = {"run": name, "status": _status(run, bundle, metrics, now),
+           "arch": _get(bundle, "architecture") or _get(train, "arch"),
+           "recipe": _get(bundle, "recipe", "recipe") or _get(train, "recipe"),
+           "task": _get(bundle, "task") or _get(train, "task"),
+           "image_size": _get(bundle, "preprocessing", "image_size") or _get(train, "image_size"),
+           "epochs": _get(train, "epochs"), "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)),
+           "val_roc_auc": val, "test_roc_auc": _get(test, "value"),
+           "test_roc_auc_ci": f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "",
+           "threshold": _get(bundle, "threshold", "value"), "calibrated": bool(_get(bundle, "calibration")),
+           "cv": f"{_get(ens, 'folds')}x{_get(ens, 'seeds')}" if ens else ""}
+    # one type per column, whatever a damaged file holds, so sorting never compares a number with a string
+    row.update({c: _number(row[c]) for c in NUMERIC})
+    row.update({c: _text(row[c]) for c in TEXT})
+    return row
 
 
 def find_runs(root: str | Path) -> list[Path]:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from .. import atomic
 from ..data.metadata import DataError
-from ..paths import check_outputs
+from ..paths import check_outputs, walk_files
 from .predictor import Predictor
 
 
@@ -27,11 +27,9 @@ def collect_inputs_with_metadata(items: list[str | Path]) -> tuple[list[str], pd
     for item in items:
         item = Path(item)
         if item.is_dir():
-            for dirpath, dirnames, filenames in os.walk(item):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                found = [str(Path(dirpath) / f) for f in sorted(filenames) if not f.startswith(".")]
-                out += found
-                meta += [{}] * len(found)
+            found = [str(Path(dirpath) / f) for dirpath, f in walk_files(item)]
+            out += found
+            meta += [{}] * len(found)
         elif item.suffix.lower() == ".csv" and item.is_file():
             try:
                 frame = pd.read_csv(item, dtype=str)

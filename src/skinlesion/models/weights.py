@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import pickle
 from pathlib import Path
 
 import torch
@@ -16,19 +17,36 @@ class WeightsUnavailableError(SkinlesionError, RuntimeError):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a .safetensors file or a torch file (loaded with ``weights_only=True``)."""
+    """A state dict from a .safetensors file or a torch file (loaded with ``weights_only=True``: plain
+    tensors and numbers only; a file holding other pickled objects is refused, since loading it could run code)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsUnavailableError(f"weights file {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise WeightsUnavailableError(f"weights file {path} not found. Remedy: pass the path of a .safetensors or "
+                                      "state-dict file, or train with --no-pretrained.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsUnavailableError(
+            f"--weights {path}: refused: it is a pickled checkpoint holding Python objects besides tensors "
+            f"({str(exc).splitlines()[0][:120]}), and unpickling it could run arbitrary code. Remedy: if you trust "
+            "the file, convert it once to safetensors: python -c \"import torch; from safetensors.torch import "
+            f"save_file; s = torch.load('{path}', weights_only=False); s = s.get('state_dict', s); "
+            f"save_file({{k: v.contiguous() for k, v in s.items()}}, '{path.with_suffix('.safetensors')}')\" and "
+            f"pass --weights {path.with_suffix('.safetensors')}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated, not a torch/safetensors file, ...
+        raise WeightsUnavailableError(
+            f"--weights {path}: cannot be read as a .safetensors or torch state-dict file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else ''}). Remedy: pass an intact .safetensors file of the "
+            "same architecture, or train with --no-pretrained.") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise WeightsUnavailableError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"--weights {path} does not hold a state dict of tensors (got "
+                                      f"{type(state).__name__}). Remedy: pass a .safetensors or state-dict file.")
     return state
 
 

@@ -20,6 +20,9 @@ from ..evaluation.metrics import epoch_metrics, threshold_metrics
 from ..evaluation.thresholds import operating_points, threshold_for_sensitivity
 from ..inference.bundle import load_bundle, save_bundle
 from ..models.ensemble import EnsembleClassifier
+from ..tables import read_csv_exact
+
+REMEDY_REFOLD = "re-run that fold: `skinlesion cv --resume`."
 
 
 @dataclass
@@ -94,7 +97,7 @@ def out_of_fold(ctx, members: list[Path], folds: int, seeds: int) -> pd.DataFram
     seeds), with its fold."""
     parts = []
     for k in range(folds):
-        frames = [pd.read_csv(m / "val_predictions.csv", dtype={"image_id": str, "lesion_id": str})
+        frames = [read_csv_exact(m / "val_predictions.csv", REMEDY_REFOLD, ("image_id", "label", "probability"))
                   for m in members[k * seeds:(k + 1) * seeds]]
         fold = frames[0].copy()
         for f in frames[1:]:
@@ -117,7 +120,7 @@ def summarize_cv(ctx, members: list[Path], folds: int, seeds: int, target: float
     atomic.write_csv(ctx.run_dir / "oof_predictions.csv", oof)
     per_member = []
     for i, m in enumerate(members):
-        val = pd.read_csv(m / "val_predictions.csv")
+        val = read_csv_exact(m / "val_predictions.csv", REMEDY_REFOLD, ("label", "probability"))
         per_member.append({"member": m.name, "fold": i // seeds, "seed": i % seeds,
                            **{k: float(v) for k, v in epoch_metrics(val["label"], val["probability"]).items()}})
     per_fold = []

@@ -195,9 +195,14 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
     with ``write`` (rank 0 of train) the resolved config.yaml and checkpoints/binding.json are written."""
     if not progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.train
     cfg.validate()
+    from ..tracking import parse_loggers
+    parse_loggers(t.logger)  # an uninstalled tracker's extra is refused before the run folder is touched
+    if t.weights:
+        from ..models.weights import read_state_dict
+        read_state_dict(t.weights)  # a refused or unreadable --weights file too
+    run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         check_resume_config(cfg, run_dir)
     L.seed_everything(t.seed, workers=True, verbose=False)

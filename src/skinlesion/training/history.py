@@ -9,6 +9,7 @@ import lightning as L
 import pandas as pd
 
 from .. import atomic
+from ..tables import read_csv_exact
 
 HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_roc_auc", "val_pr_auc",
                    "val_sensitivity", "val_specificity", "val_predicted_positive_rate", "epoch_seconds",
@@ -16,7 +17,7 @@ HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_roc_au
 
 
 def read_history(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
+    return read_csv_exact(path, "delete it and train again.") if path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
 
 
 class HistoryRecorder(L.Callback):
