@@ -43,7 +43,7 @@ def test_evaluate_run_writes_metrics_report_and_card(trained_run):
     tune_threshold(trained_run, 0.9)
     result = evaluate_run(trained_run, n_boot=100, num_workers=0, progress=False, calibrate=True)
     m = json.loads((trained_run / "metrics.json").read_text())
-    for key in ("roc_auc", "pr_auc", "auc_sens_80", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+    for key in ("roc_auc", "pr_auc", "pauc_above_tpr80", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
                 "ppv", "npv", "f1", "brier", "ece"):
         assert set(m["at_threshold"][key]) == {"value", "ci_low", "ci_high"}, key
     for key in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1"):

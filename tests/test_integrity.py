@@ -335,6 +335,56 @@ CASES = [
 ]
 
 
+def _pickled_weights(e) -> Path:
+    path = e.tmp / "weights.pth"
+    _bad_pickle(path)
+    return path
+
+
+def _class_folders(e, names=("benign", "malignant", "melanoma")) -> Path:
+    root = e.tmp / "folders"
+    for i, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for j in range(3):
+            shutil.copy(e.image(3 * i + j), root / name / f"{name}{j}.jpg")
+    return root
+
+
+def _prepared(e) -> Path:
+    assert main(["prepare", "--data", str(e.data), "--out", str(e.tmp / "prepared"), "--quiet"]) == 0
+    return e.tmp / "prepared"
+
+
+def _two_site_columns(e) -> Path:
+    return _csv_of(e, f"path,site,localization\n{e.image()},back,face\n")
+
+
+ROUND2_CASES = [
+    Case("train-pickled-weights", lambda e: _train("--weights", str(_pickled_weights(e)))(e),
+         r"refused.*could run arbitrary code.*Remedy:.*safetensors"),
+    Case("train-resume-nothing", lambda e: ["train", "--out", str(_prepared(e)), "--resume"],
+         r"no checkpoint to continue from.*Remedy: train without --resume"),
+    Case("prepare-values-twice", _prepare("--values", "mel=mel,MEL=nv"), r"'MEL' is given twice"),
+    Case("prepare-unknown-class-folder", lambda e: ["prepare", "--data", str(_class_folders(e)), "--out",
+                                                    str(e.tmp / "new")], r"melanoma/ \(3 images\).*--values"),
+    Case("evaluate-model-into-a-run", lambda e: ["evaluate", "--model", str(e.bundle), "--data", str(e.data), "--out",
+                                                 str(e.run)], r"is a training run.*Remedy: choose a new folder"),
+    Case("audit-run-of-another-dataset", lambda e: ["audit", "--data", str(e.dataset("subset", lambda m, r: m.head(30))),
+                                                    "--run", str(e.run), "--out", str(e.tmp / "audit")],
+         r"prepared from another dataset"),
+    Case("predict-two-site-columns", lambda e: ["predict", "--model", str(e.bundle), str(_two_site_columns(e))],
+         r"'site', 'localization' all mean localization"),
+    Case("predict-bundle-markup", _with_bundle(_predict, lambda c: c["threshold"].__setitem__(
+        "target_sensitivity", "<script>alert(1)</script>")), r"threshold.target_sensitivity"),
+    Case("predict-bundle-huge-ensemble", _with_bundle(_predict, lambda c: c.__setitem__(
+        "ensemble", {"size": 100000})), r"ensemble.size 100000"),
+    Case("tune-threshold-cv-run", _tune(plant=lambda e: (e.run / "cv.json").write_text("{}")),
+         r"cross-validation run.*Remedy: re-tune it with `skinlesion cv"),
+]
+
+CASES += ROUND2_CASES
+
+
 def test_there_are_at_least_60_cases():
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
 

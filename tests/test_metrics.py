@@ -49,14 +49,14 @@ def test_hand_computed_case_with_ties_and_the_threshold_boundary():
     assert math.isnan(threshold_metrics(np.zeros(3), np.ones(3), 0.5)["sensitivity"])
 
 
-def test_auc_sens_80_hand_checked_and_bounds():
+def test_pauc_above_tpr80_hand_checked_and_bounds():
     # ROC: (0,0)->(0,.5)->(.5,.5)->(.5,1)->(1,1); area above TPR 0.8 = (1 - 0.5) * (1 - 0.8) = 0.1
     assert auc_above_sensitivity([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.1)
     assert auc_above_sensitivity([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == pytest.approx(0.2)  # perfect
     assert auc_above_sensitivity([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == pytest.approx(0.0)  # inverted
 
 
-def test_auc_sens_80_matches_numeric_integration(random_preds):
+def test_pauc_above_tpr80_matches_numeric_integration(random_preds):
     y, p = random_preds
     fpr, tpr, _ = skm.roc_curve(y, p)
     grid = np.linspace(0, 1, 200001)

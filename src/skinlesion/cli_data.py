@@ -44,6 +44,13 @@ def cmd_audit(args, cfg) -> int:
     ds = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, not args.quiet,
                       spec=TableSpec.from_config(cfg.data))
     print(f"read as {ds.table.detected}")
+    if split is not None:  # the run must have been made from this dataset, or "0 pairs cross" means nothing
+        absent = sorted(set(split["image_id"]) - set(ds.frame["image_id"]))
+        if absent:
+            raise ConfigError(f"--run {args.run}: {len(absent)} of its {len(split)} images are not in {cfg.data.root} "
+                              f"(e.g. {', '.join(absent[:3])}): the run was prepared from another dataset, so its "
+                              "split cannot be checked against this one. Remedy: pass the --data the run was prepared "
+                              f"from (recorded in {Path(args.run) / 'split.json'}), or drop --run.")
     result = audit(ds.frame, args.threshold, split, progress=not args.quiet)
     page = write_audit(result, args.out, str(cfg.data.root))
     s = result.summary

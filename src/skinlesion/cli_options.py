@@ -100,6 +100,8 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--precision", "train.precision", "Lightning precision (None: bf16/fp16 mixed on CUDA, else 32-true)")
     _opt(p, "--seed", "train.seed", "seed for weights init, sampling and augmentation", type=int)
     _opt(p, "--fold", "train.fold", "with a --folds split: the fold used for validation", type=int)
+    _opt(p, "--checkpoint-minutes", "train.checkpoint_minutes", "inside long epochs, save a resumable checkpoint "
+         "this often; SIGTERM/Ctrl-C also save one (0: only at epoch ends)", type=float, metavar="MIN")
     _opt(p, "--limit-train-batches", "train.limit_train_batches", "batches (int) or fraction per epoch, for quick checks", type=_num)
     from .config import DEFAULT_RECIPE, RECIPES
     g = p.add_argument_group("recipe", "a named recipe sets the options below; flags given here override it")

@@ -97,6 +97,7 @@ class TrainConfig:
     seed: int = 42
     fold: int | None = None  # with a --folds split: which fold is validation
     limit_train_batches: float | None = None  # for smoke tests: fraction or count of batches per epoch
+    checkpoint_minutes: float = 5.0  # inside an epoch, save a resumable checkpoint this often (0: epoch ends only)
     # recipe options (timm / torch building blocks)
     schedule: str = "plateau"  # plateau: ReduceLROnPlateau on val PR-AUC | cosine: warmup + cosine per step
     warmup_epochs: float = 0.0  # cosine: linear warmup from lr/100
@@ -156,6 +157,7 @@ RULES: tuple[tuple[str, Any, str, str], ...] = (
     ("train.unfreeze_groups", lambda v: v is None or (isinstance(v, int) and v >= 0), "a whole number >= 0", "2"),
     ("train.limit_train_batches", lambda v: v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v > 0),
      "a positive count or fraction", "1.0"),
+    ("train.checkpoint_minutes", _finite(0, 10_000), "a number of minutes >= 0 (0: only at epoch ends)", "5"),
     ("train.schedule", lambda v: v in ("plateau", "cosine"), "plateau or cosine", "cosine"),
     ("train.warmup_epochs", _finite(0, 1000), "a number of epochs >= 0", "1"),
     ("train.min_lr_factor", _finite(0, 1), "a fraction in [0, 1]", "0.01"),

@@ -13,6 +13,10 @@ import pandas as pd
 
 from .errors import SkinlesionError
 
+#: pandas 2's C parser needs ``round_trip`` to be exact; pandas 3 parses exactly by default and deprecates the
+#: argument, so it is passed only where it is needed.
+EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
 ID_COLUMNS = {"image_id": str, "lesion_id": str, "original_lesion_id": str, "dx": str, "path": str}
 
 
@@ -27,8 +31,7 @@ def read_csv_exact(path: str | Path, remedy: str, columns: tuple[str, ...] = (),
     if not path.is_file():
         raise RunFileError(f"{path} not found. Remedy: {remedy}")
     try:
-        frame = pd.read_csv(path, float_precision="round_trip", dtype={**ID_COLUMNS, **kwargs.pop("dtype", {})},
-                            **kwargs)
+        frame = pd.read_csv(path, dtype={**ID_COLUMNS, **kwargs.pop("dtype", {})}, **EXACT_FLOATS, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
         raise RunFileError(f"{path}: cannot be read as CSV ({str(exc).splitlines()[0][:200]}). Remedy: {remedy}") \
             from None

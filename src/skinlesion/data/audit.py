@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .. import console
 from .. import atomic
 from .images import ImageDecodeError, load_rgb
 from .metadata import DataError
@@ -62,9 +63,8 @@ def hash_distance(img_hash: np.ndarray, other: np.ndarray) -> int:
 
 def image_hashes(paths: list[str], progress: bool = False) -> np.ndarray:
     """(N, 8, 32) uint8: each image's hashes (:func:`image_hash`). Undecodable files are errors by name."""
-    from tqdm.auto import tqdm
     out = np.zeros((len(paths), 8, HASH_BITS // 8), dtype=np.uint8)
-    for i, p in enumerate(tqdm(paths, desc="hash images", unit="img", disable=not progress)):
+    for i, p in enumerate(console.bar(paths, desc="hash images", unit="img", disable=not progress)):
         try:
             img = load_rgb(p)
         except ImageDecodeError as exc:
@@ -201,6 +201,8 @@ def audit(frame: pd.DataFrame, threshold: int = DEFAULT_THRESHOLD, split: pd.Dat
                         f"--threshold {DEFAULT_THRESHOLD}")
     frame = frame.reset_index(drop=True)
     hashes = image_hashes(frame["path"].tolist(), progress) if hashes is None else hashes
+    if progress:
+        console.step(f"audit: comparing {len(frame)} hashes (pairs across group ids at distance <= {threshold})")
     pairs = cross_group_pairs(frame, hashes, threshold)
     comp = _components(len(frame), pairs)
     in_group = np.zeros(len(frame), dtype=bool)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import console
 from ..errors import original_message
 from .images import ImageDecodeError
 from .transforms import Preprocessing
@@ -69,7 +70,6 @@ def clean_orphans(cache_dir: Path) -> list[Path]:
 def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | None = None,
                 num_workers: int = 0, progress: bool = True) -> Path:
     """Return the path of an ``(N, 3, R, R)`` uint8 ``.npy`` holding ``paths`` in order; build it if absent."""
-    from tqdm.auto import tqdm
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cc = f"-{pre.colour_constancy}" if pre.colour_constancy else ""
@@ -84,7 +84,7 @@ def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | No
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, R, R))
         loader = torch.utils.data.DataLoader(_Decode(paths, pre), batch_size=32, num_workers=num_workers)
         i = 0
-        with tqdm(total=len(paths), desc=f"cache images at {R}px", unit="img", disable=not progress) as bar:
+        with console.bar(total=len(paths), desc=f"cache images at {R}px", unit="img", disable=not progress) as bar:
             try:
                 for batch in loader:
                     out[i:i + len(batch)] = batch.numpy()

@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import console
 from ..errors import SkinlesionError
 
 TIMEOUT_S = 30
@@ -37,6 +38,16 @@ LICENCE = "CC BY-NC 4.0 (attribution, non-commercial)"
 
 class DownloadError(SkinlesionError, RuntimeError):
     """A transfer or a check failed; the message names the URL and the manual steps."""
+
+
+class _Oversize(Exception):
+    """A stream ran past the size its listing or Content-Length announced."""
+
+
+#: Zip bombs: an archive may unpack to at most this many times its own size, and never to more than the free
+#: disk space less a margin (dermoscopy JPEGs barely compress: HAM10000's zips unpack at about 1:1).
+MAX_ZIP_RATIO = 20
+DISK_MARGIN_BYTES = 1 << 30
 
 
 @dataclass
@@ -126,7 +137,6 @@ def isic2018_files(split: str) -> list[RemoteFile]:
 def fetch(f: RemoteFile, partial_dir: Path, source: Source, progress: bool = True) -> tuple[Path, str]:
     """Download ``f`` into ``partial_dir`` (resuming a ``.part`` left by an interrupted run) and verify it.
     Returns the finished file and how it was verified."""
-    from tqdm.auto import tqdm
     partial_dir.mkdir(parents=True, exist_ok=True)
     part, done = partial_dir / (f.name + ".part"), partial_dir / f.name
     if done.is_file():
@@ -153,11 +163,20 @@ def fetch(f: RemoteFile, partial_dir: Path, source: Source, progress: bool = Tru
             total = f.size or ((have + int(length)) if length else None)
             mode = "ab" if have else "wb"
             try:
-                with open(part, mode) as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                with open(part, mode) as out, console.bar(total=total, initial=have, unit="B", unit_scale=True,
                                                     desc=f.name, disable=not progress) as bar:
+                    written = have
                     while chunk := resp.read(CHUNK):
+                        written += len(chunk)
+                        if total is not None and written > total:  # never write past the announced size
+                            raise _Oversize(written)
                         out.write(chunk)
                         bar.update(len(chunk))
+            except _Oversize as exc:
+                part.unlink(missing_ok=True)
+                raise DownloadError(f"{f.url}: the server sent more than the expected {total} bytes ({exc.args[0]} "
+                                    "so far); the transfer was stopped and the file deleted. Remedy: run the same "
+                                    f"command again; if it repeats, download by hand: {source.manual}.") from None
             except (urllib.error.URLError, OSError, ConnectionError) as exc:
                 raise DownloadError(f"the transfer of {f.url} broke off ({exc}); {part.stat().st_size} bytes kept. "
                                     "Remedy: run the same command again to resume.") from None
@@ -195,14 +214,36 @@ def extract(archive: Path, into: Path) -> int:
     try:
         with zipfile.ZipFile(archive) as z:
             members = [m for m in z.infolist() if not m.is_dir()]
+            total = sum(m.file_size for m in members)
+            limit = min(MAX_ZIP_RATIO * max(archive.stat().st_size, 1 << 20),
+                        shutil.disk_usage(into if into.exists() else into.parent).free - DISK_MARGIN_BYTES)
+            if total > limit:
+                raise DownloadError(f"{archive}: its {len(members)} members would unpack to {total:,} bytes, more than "
+                                    f"{MAX_ZIP_RATIO}x the archive or the free disk space allows ({max(limit, 0):,}); "
+                                    "refused (a zip bomb, or too little disk). Remedy: free disk space, or check the "
+                                    "archive's source.")
             for m in members:
                 target = (root / m.filename).resolve()
                 if root not in target.parents:
                     raise DownloadError(f"{archive}: member {m.filename!r} would be written outside {into}; refused.")
             tmp = into / f".extract-{archive.stem}"
             shutil.rmtree(tmp, ignore_errors=True)
-            z.extractall(tmp)
+            for m in members:  # stream each member, stopping at its declared size (a lying header)
+                dest = tmp / m.filename
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(m) as src, open(dest, "wb") as out_f:
+                    left = m.file_size
+                    while chunk := src.read(min(CHUNK, left + 1) or 1):
+                        left -= len(chunk)
+                        if left < 0:
+                            raise DownloadError(f"{archive}: member {m.filename!r} unpacks past its declared size "
+                                                f"{m.file_size:,}; refused. Remedy: check the archive's source.")
+                        out_f.write(chunk)
+    except DownloadError:
+        shutil.rmtree(into / f".extract-{archive.stem}", ignore_errors=True)
+        raise
     except zipfile.BadZipFile as exc:
+        shutil.rmtree(into / f".extract-{archive.stem}", ignore_errors=True)
         archive.unlink(missing_ok=True)
         raise DownloadError(f"{archive} is not a valid zip ({exc}); deleted. Remedy: run the command again.") from None
     for item in tmp.rglob("*"):

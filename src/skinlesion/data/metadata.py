@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import console
 from ..errors import SkinlesionError
 from ..paths import walk_files
 from ..labels import ALL_DX, BINARY_LABEL, DX_CODES
@@ -162,12 +163,22 @@ class LoadedDataset:
         return len(self.missing_ids) + len(self.corrupt)
 
 
+#: The largest share of a dataset an error message may suggest dropping with --allow-missing; above it the
+#: data folder itself is wrong (a moved mount, a dangling link) and dropping would leave almost nothing.
+MAX_SUGGESTED_DROP = 0.05
+
+
+def _link_note(root: Path) -> str:
+    links = [p for p in [root, *sorted(root.iterdir())] if p.is_symlink()] if root.is_dir() else []
+    dangling = [f"{p} -> {os.readlink(p)}" for p in links if not p.exists()]
+    return ("dangling: " + "; ".join(dangling[:3])) if dangling else "none is dangling at the top level"
+
+
 def verify_images(paths: dict[str, Path], progress: bool = True) -> dict[str, str]:
     """Decode every image once; return image_id -> error text for those that fail."""
-    from tqdm.auto import tqdm
 
     bad: dict[str, str] = {}
-    for image_id, path in tqdm(paths.items(), desc="verify images", unit="img", disable=not progress):
+    for image_id, path in console.bar(paths.items(), desc="verify images", unit="img", disable=not progress):
         try:
             load_rgb(path)
         except ImageDecodeError as exc:
@@ -206,6 +217,11 @@ def load_dataset(root: str | Path, metadata: str | Path | None = None, allow_mis
             if corrupt:
                 parts.append(f"{len(corrupt)} image(s) cannot be decoded: "
                              + "; ".join(f"{k}: {v}" for k, v in list(corrupt.items())[:10]))
+            if fraction > MAX_SUGGESTED_DROP:  # not a few bad files: the path (or a link's target) is wrong
+                raise DataError(
+                    ". ".join(parts) + f". That is {fraction:.2%} of {len(frame)} rows. Remedy: check the path: the "
+                    f"images must lie below {root} (a symbolic link there must point at an existing folder: "
+                    f"{_link_note(root)}), and the file names must be the image ids of {metadata_path}.")
             raise DataError(
                 ". ".join(parts) + f". That is {fraction:.2%} of {len(frame)} rows, above the allowed "
                 f"{allow_missing:.2%}. Remedy: add or replace those files, or pass --allow-missing {suggest:.4f} "

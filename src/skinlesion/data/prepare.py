@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -57,7 +58,17 @@ def prepare(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> Prepa
         from .audit import DEFAULT_THRESHOLD, cross_group_pairs, image_hashes, merge_near_duplicates
         pairs = cross_group_pairs(dataset.frame, image_hashes(dataset.frame["path"].tolist(), progress), DEFAULT_THRESHOLD)
         dataset.frame = merge_near_duplicates(dataset.frame, pairs)
+        mixed = dataset.frame.groupby("lesion_id")["dx"].nunique()
+        mixed = dataset.frame[dataset.frame["lesion_id"].isin(mixed.index[mixed > 1])]
+        if len(mixed):  # the same photograph labelled benign and malignant: label noise the user must see
+            print(f"warning: --merge-near-duplicates joined near-identical images with different diagnoses "
+                  f"into one group ({len(mixed)} images, e.g. "
+                  + ", ".join(f"{r.image_id} ({r.dx})" for r in mixed.head(4).itertuples())
+                  + "); they are kept and stay on one side of the split, but their labels conflict. Check them "
+                  "with `skinlesion audit` (listed in split.json under near_duplicates_merged.conflicting_labels).",
+                  file=sys.stderr)
         merged = {"pairs": int(len(pairs)), "threshold": DEFAULT_THRESHOLD,
+                  "conflicting_labels": mixed[["image_id", "original_lesion_id", "dx"]].to_dict("records"),
                   "groups_joined": int(dataset.frame["original_lesion_id"].nunique() - dataset.frame["lesion_id"].nunique())
                   if len(pairs) else 0}
     split = make_split(dataset.frame, cfg.split.seed, cfg.split.ratios, cfg.split.folds)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from .. import console
 from ..labels import BINARY_LABEL, HAM10000_DX_COUNTS
 from .metadata import METADATA_FILENAME
 
@@ -165,7 +166,6 @@ def make_demo_data(out: str | Path, n: int = 600, seed: int = 0, size: tuple[int
 
     ``out`` must not exist or be empty; the data is built in a temp folder beside it and renamed.
     """
-    from tqdm.auto import tqdm
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -176,7 +176,7 @@ def make_demo_data(out: str | Path, n: int = 600, seed: int = 0, size: tuple[int
     try:
         (tmp / "images").mkdir()
         view_of: dict[str, int] = {}
-        for row, look in tqdm(list(zip(frame.itertuples(), looks)), desc="demo images", unit="img", disable=not progress):
+        for row, look in console.bar(list(zip(frame.itertuples(), looks)), desc="demo images", unit="img", disable=not progress):
             view = view_of[row.lesion_id] = view_of.get(row.lesion_id, -1) + 1
             render(look, view, size).save(tmp / "images" / f"{row.image_id}.jpg", quality=90)
         frame.to_csv(tmp / METADATA_FILENAME, index=False)

@@ -13,7 +13,7 @@ from .metrics import roc_auc
 from .report import _fmt
 from ..tables import read_csv_exact
 
-COLUMNS = ("roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity")
+COLUMNS = ("roc_auc", "pr_auc", "pauc_above_tpr80", "sensitivity", "specificity")
 
 
 def _load(run: Path) -> tuple[dict, pd.DataFrame]:
@@ -21,7 +21,8 @@ def _load(run: Path) -> tuple[dict, pd.DataFrame]:
     m, p = run / "metrics.json", run / "test_predictions.csv"
     if not m.is_file() or not p.is_file():
         raise DataError(f"{run} has no metrics.json/test_predictions.csv. Remedy: run `skinlesion evaluate {run}` first.")
-    metrics = read_json(m, "written by evaluate")
+    from .metrics import upgrade_metric_names
+    metrics = upgrade_metric_names(read_json(m, "written by evaluate"))
     if metrics.get("split") != "test" or "at_threshold" not in metrics:
         raise DataError(f"{m} does not hold test-split metrics. Remedy: run `skinlesion evaluate {run}`.")
     check_binding(metrics, open_run(run, metrics.get("fold")), str(m))

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import console
 from .. import atomic
 from ..data.cache import CachedImages, build_cache, default_num_workers
 from ..data.formats import recorded_table
@@ -85,7 +86,9 @@ def bound_val_predictions(ctx: RunContext) -> pd.DataFrame:
     """val_predictions.csv, refused unless it holds exactly the validation images of the run's fold."""
     path = ctx.run_dir / "val_predictions.csv"
     if not path.is_file():
-        raise DataError(f"{path} not found. Remedy: train first (`skinlesion train --out {ctx.run_dir}`).")
+        raise DataError(f"{path} not found. Remedy: " + (
+            f"{ctx.run_dir} is a cv run: use `skinlesion cv --out {ctx.run_dir} --resume`" if
+            (ctx.run_dir / "cv.json").is_file() else f"train first (`skinlesion train --out {ctx.run_dir}`)") + ".")
     val = read_csv_exact(path, "re-create it by training again.", ("image_id", "label", "probability"))
     if set(val["image_id"]) != set(ctx.rows("val")["image_id"]) or not val["image_id"].is_unique:
         raise DataError(f"{path} does not hold the validation images of the run's split"
@@ -119,6 +122,8 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     if cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
         from ..config import load_config
         cache_dir = load_config(run_dir / "config.yaml").train.cache_dir
+    if progress:
+        console.step(f"evaluate: predicting the {split_name} split of {run_dir}" + (" with TTA" if tta else ""))
     preds = predict_split(bundle, split, split_name, tta, batch_size, workers, cache_dir, progress)
     extra = {**binding(ctx)}
     if bundle.encoder is not None:  # the same model with every metadata field missing: what metadata adds
@@ -145,7 +150,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     if split_name == "test":
         h = result.metrics["at_threshold"]
         changes["metrics"] = {**bundle.config.get("metrics", {}), "test": {
-            k: h[k] for k in ("roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity")}}
+            k: h[k] for k in ("roc_auc", "pr_auc", "pauc_above_tpr80", "sensitivity", "specificity")}}
     if changes:
         update_config(run_dir / "bundle", **changes)
     if split_name == "test":
@@ -215,6 +220,7 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str,
             extra: dict | None = None, paths: dict | None = None) -> EvalResult:
     from .report import write_model_card, write_report
     threshold = bundle.threshold
+    console.step(f"evaluate: metrics with {n_boot} lesion-bootstrap resamples on {len(preds)} images")
     metrics = summarize(preds, threshold, bundle.config["threshold"]["source"], n_boot, seed, temperature)
     metrics.update({"split": split_name, "tta": tta, "architecture": bundle.config["architecture"],
                     "task": bundle.task, "data": data_description or (
@@ -236,19 +242,21 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str,
     plots.threshold_plot(y, p, threshold, d / f"{split_name}_thresholds.png")
     plots.per_dx_plot(metrics["per_dx"], threshold, d / f"{split_name}_per_dx.png")
     if paths:
+        console.step("evaluate: error gallery (Grad-CAM of the most confident mistakes)")
         from .gallery import error_gallery
         metrics["gallery"] = error_gallery(bundle, preds, paths, out_dir)
     atomic.write_json(out_dir / ("metrics.json" if split_name in ("test", "external") else f"metrics_{split_name}.json"), metrics)
+    console.step(f"evaluate: writing the report and model card into {out_dir}")
     report = write_report(out_dir, metrics, bundle.config, run_dir)
     card = write_model_card(out_dir, metrics, bundle.config, run_dir)
     return EvalResult(out_dir, metrics, report, card)
 
 
 def format_headline(metrics: dict) -> str:
-    """One paragraph: ROC-AUC, PR-AUC, auc_sens_80 and sensitivity/specificity at the threshold, with CIs."""
+    """One paragraph: ROC-AUC, PR-AUC, pauc_above_tpr80 and sensitivity/specificity at the threshold, with CIs."""
     h = metrics["at_threshold"]
     s = lambda k: f"{h[k]['value']:.3f} [{h[k]['ci_low']:.3f}, {h[k]['ci_high']:.3f}]" if h[k]["value"] is not None else "n/a"
     return (f"{metrics['split']} ({metrics['n_images']} images, {metrics['n_lesions']} lesions, {metrics['n_malignant']} malignant): "
-            f"ROC-AUC {s('roc_auc')}, PR-AUC {s('pr_auc')}, auc_sens_80 {s('auc_sens_80')}; at threshold "
+            f"ROC-AUC {s('roc_auc')}, PR-AUC {s('pr_auc')}, pauc_above_tpr80 {s('pauc_above_tpr80')}; at threshold "
             f"{metrics['threshold']['value']:.4f}: sensitivity {s('sensitivity')}, specificity {s('specificity')} "
             f"(95% CIs, {metrics['bootstrap']['resamples']} lesion-level bootstrap resamples)")

@@ -18,9 +18,9 @@ GROUPS = (
      lambda f, t: f[(f["label"] == 1) & (f["probability"] < t)].sort_values("probability", kind="stable")),
     ("false_positives", "Most confident false positives (benign, highest probability)",
      lambda f, t: f[(f["label"] == 0) & (f["probability"] >= t)].sort_values("probability", ascending=False, kind="stable")),
-    ("bkl_called_malignant", "Benign keratoses called malignant (the commonest confusion)",
+    ("bkl_called_malignant", "Benign keratoses called malignant (the commonest confusion; beyond those above)",
      lambda f, t: f[(f["dx"] == "bkl") & (f["probability"] >= t)].sort_values("probability", ascending=False, kind="stable")),
-    ("mel_missed", "Melanomas called benign",
+    ("mel_missed", "Melanomas called benign (beyond those above)",
      lambda f, t: f[(f["dx"] == "mel") & (f["probability"] < t)].sort_values("probability", kind="stable")),
 )
 
@@ -41,9 +41,13 @@ def error_gallery(bundle, preds: pd.DataFrame, paths: dict[str, str], out_dir: P
     from ..inference.gradcam import gradcam, overlay
     t = bundle.threshold
     out: dict = {"threshold": t, "groups": {}}
+    shown: set[str] = set()
     for key, title, pick in GROUPS:
         rows = []
-        for i, row in enumerate(pick(preds, t).head(k).itertuples(index=False)):
+        chosen = pick(preds, t)
+        chosen = chosen[~chosen["image_id"].isin(shown)].head(k)  # each image under one heading only
+        shown.update(chosen["image_id"])
+        for i, row in enumerate(chosen.itertuples(index=False)):
             path = paths.get(row.image_id)
             entry = {"image_id": row.image_id, "dx": row.dx, "probability": float(row.probability),
                      **{c: (None if pd.isna(getattr(row, c, None)) else getattr(row, c))

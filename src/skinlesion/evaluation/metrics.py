@@ -28,8 +28,10 @@ def pr_auc(y_true, prob) -> float:
 
 
 def auc_above_sensitivity(y_true, prob, min_sensitivity: float = 0.80) -> float:
-    """Partial ROC area above ``min_sensitivity`` (ISIC's ``auc_sens_80``): the area between the ROC
-    curve and the horizontal line TPR = min_sensitivity, over all FPR. Range [0, 1 - min_sensitivity]."""
+    """Partial ROC area above ``min_sensitivity``: the area between the ROC curve and the horizontal line
+    TPR = min_sensitivity, over all FPR (the ISIC 2024 / Kaggle challenge metric; range [0, 1 - min_sensitivity]).
+    Reported as ``pauc_above_tpr80``; files written before the rename call it ``auc_sens_80``, a name the
+    official ISIC challenge scorer uses for a different area, so it was renamed (see METRIC_DEFINITIONS)."""
     y = np.asarray(y_true)
     if not _both_classes(y):
         return math.nan
@@ -96,9 +98,9 @@ def brier(y_true, prob) -> float:
 
 
 def ranking_metrics(y_true, prob) -> dict[str, float]:
-    """Threshold-free metrics: ROC-AUC, PR-AUC, auc_sens_80, Brier score, ECE."""
+    """Threshold-free metrics: ROC-AUC, PR-AUC, pauc_above_tpr80, Brier score, ECE."""
     return {"roc_auc": roc_auc(y_true, prob), "pr_auc": pr_auc(y_true, prob),
-            "auc_sens_80": auc_above_sensitivity(y_true, prob, 0.80), "brier": brier(y_true, prob),
+            "pauc_above_tpr80": auc_above_sensitivity(y_true, prob, 0.80), "brier": brier(y_true, prob),
             "ece": expected_calibration_error(y_true, prob)}
 
 
@@ -112,3 +114,38 @@ def epoch_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
     t = threshold_metrics(y_true, prob, threshold)
     return {"roc_auc": roc_auc(y_true, prob), "pr_auc": pr_auc(y_true, prob),
             **{k: t[k] for k in ("sensitivity", "specificity", "predicted_positive_rate")}}
+
+
+#: Old metric names still read from files written by earlier versions -> the current name.
+RENAMED = {"auc_sens_80": "pauc_above_tpr80"}
+
+
+def upgrade_metric_names(data):
+    """A metrics.json structure with old metric keys renamed (recursively); anything else unchanged."""
+    if isinstance(data, dict):
+        return {RENAMED.get(k, k): upgrade_metric_names(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [upgrade_metric_names(v) for v in data]
+    return data
+
+
+#: Every metric a report shows: (range, definition and source). Rendered in report.html and model_card.md.
+METRIC_DEFINITIONS = {
+    "roc_auc": ("0-1 (0.5 = chance)", "area under the ROC curve, malignant as the positive class "
+                "(scikit-learn roc_auc_score)"),
+    "pr_auc": ("0-1 (chance = prevalence)", "average precision, the area under the precision-recall curve "
+               "(scikit-learn average_precision_score)"),
+    "pauc_above_tpr80": ("0-0.2", "partial ROC area above 80% sensitivity: the area between the ROC curve and "
+                         "TPR = 0.8 over all FPR, as in the ISIC 2024 challenge (Kaggle metric code); not the "
+                         "McClish-standardised value and not the ISIC challenge scorer's 'auc_sens_80'"),
+    "sensitivity": ("0-1", "true-positive rate: malignant images called malignant / malignant images"),
+    "specificity": ("0-1", "true-negative rate: benign images called benign / benign images"),
+    "ppv": ("0-1", "positive predictive value (precision) at the threshold; depends on the prevalence"),
+    "npv": ("0-1", "negative predictive value at the threshold; depends on the prevalence"),
+    "f1": ("0-1", "harmonic mean of PPV and sensitivity"),
+    "accuracy": ("0-1", "share of images whose decision is correct"),
+    "balanced_accuracy": ("0-1 (0.5 = chance)", "mean of sensitivity and specificity"),
+    "brier": ("0-1 (lower is better)", "mean squared difference between probability and the 0/1 label"),
+    "ece": ("0-1 (lower is better)", "expected calibration error of p(malignant): 10 equal-width bins, "
+            "|mean probability - malignant share| weighted by the bin's share of images"),
+}

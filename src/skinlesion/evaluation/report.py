@@ -20,7 +20,7 @@ LIMITATIONS = [
     "Confidence intervals come from resampling lesions of one test set; they do not cover shifts to another clinic or device.",
     "The decision threshold was tuned on the validation split for a target sensitivity; prevalence elsewhere changes PPV/NPV.",
 ]
-HEADLINE_KEYS = ["roc_auc", "pr_auc", "auc_sens_80", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy",
+HEADLINE_KEYS = ["roc_auc", "pr_auc", "pauc_above_tpr80", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy",
                  "balanced_accuracy", "predicted_positive_rate", "brier", "ece"]
 
 
@@ -38,10 +38,78 @@ def headline_rows(metrics: dict) -> list[tuple[str, str, str]]:
              _fmt(metrics["at_0.5"][k]) if k in metrics["at_0.5"] else "(threshold-free)") for k in HEADLINE_KEYS]
 
 
+#: train keys that only matter when another key has a given value: key -> test on the train section.
+_APPLIES = {
+    "warmup_epochs": lambda t: t.get("schedule") == "cosine", "min_lr_factor": lambda t: t.get("schedule") == "cosine",
+    "lr_patience": lambda t: t.get("schedule") == "plateau", "ema_decay": lambda t: bool(t.get("ema")),
+    "mix_prob": lambda t: bool(t.get("mixup") or t.get("cutmix")),
+    "metadata_dropout": lambda t: bool(t.get("metadata")),
+    "experiment": lambda t: any(n in str(t.get("logger")) for n in ("mlflow", "wandb")),
+    "mlflow_uri": lambda t: "mlflow" in str(t.get("logger")),
+    "phase1_epochs": lambda t: t.get("phases") == 2, "phase2_lr_factor": lambda t: t.get("phases") == 2,
+    "unfreeze_groups": lambda t: t.get("phases") == 2, "fold": lambda t: t.get("fold") is not None,
+    "cache_features": lambda t: bool(t.get("cache_features")),
+}
+
+
+def applicable_config(path: Path) -> str:
+    """config.yaml without the sections and keys that did not apply to the run (the demo section, a cosine
+    schedule's keys under plateau, EMA decay without EMA, ...)."""
+    import yaml
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return "(config.yaml is not readable)"
+    if not isinstance(cfg, dict):
+        return "(config.yaml is not a mapping)"
+    cfg.pop("demo", None)
+    train = cfg.get("train")
+    if isinstance(train, dict):
+        cfg["train"] = {k: v for k, v in train.items() if k not in _APPLIES or _APPLIES[k](train)}
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def training_limit_notes(bundle_config: dict) -> list[str]:
+    """What limited training (batch limits, early stopping), said in the card and the report."""
+    lim = bundle_config.get("training_limits") or {}
+    notes = []
+    ltb = lim.get("limit_train_batches")
+    if isinstance(ltb, (int, float)) and not isinstance(ltb, bool) and not (isinstance(ltb, float) and ltb >= 1.0):
+        share = f"{ltb:.0%} of" if isinstance(ltb, float) and ltb < 1 else f"{ltb} batches of"
+        notes.append(f"Training was cut short: each epoch used only {share} the training batches "
+                     f"(--limit-train-batches {ltb}), so not every training image was seen in every epoch.")
+    if lim.get("early_stopped"):
+        notes.append(f"Early stopping ended training after {lim.get('epochs_run')} of {lim.get('epochs_planned')} "
+                     "planned epochs.")
+    return notes
+
+
+def definition_rows() -> list:
+    from .metrics import METRIC_DEFINITIONS
+    return [(k, r, d) for k, (r, d) in METRIC_DEFINITIONS.items()] + [
+        ("predicted_positive_rate", "0-1", "share of images called malignant at the threshold")]
+
+
+def _md(value) -> str:
+    """A value from the data (a site name, a folder, a source text) as inert Markdown: markup escaped, as in
+    report.html, since Markdown viewers render inline HTML; table pipes and line breaks neutralised."""
+    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ").replace("`", "'")
+
+
 def _md_table(head: list[str], rows: list) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+#: Below these counts a subgroup's ROC-AUC, sensitivity and specificity (and their CIs) are not estimable with
+#: any useful precision: the row is flagged instead of showing e.g. 1.000 [1.000, 1.000].
+SMALL_SUBGROUP_N, SMALL_SUBGROUP_CLASS = 30, 5
+
+
+def small_subgroup(row: dict) -> bool:
+    n, pos = int(row.get("n") or 0), int(row.get("n_malignant") or 0)
+    return n < SMALL_SUBGROUP_N or pos < SMALL_SUBGROUP_CLASS or n - pos < SMALL_SUBGROUP_CLASS
 
 
 def _html_table(head: list[str], rows: list) -> str:
@@ -77,7 +145,9 @@ def _gallery_html(gallery: dict, out_dir: Path) -> list[str]:
 
 
 def _subgroup_rows(metrics: dict) -> dict[str, list]:
-    return {col: [[r["group"], r["n"], r["n_malignant"], _fmt(r["roc_auc"]), _fmt(r["sensitivity"]), _fmt(r["specificity"])]
+    small = f"too few (n < {SMALL_SUBGROUP_N} or < {SMALL_SUBGROUP_CLASS} per class): not estimated"
+    return {col: [[r["group"], r["n"], r["n_malignant"], *([small, "", ""] if small_subgroup(r) else
+                  [_fmt(r["roc_auc"]), _fmt(r["sensitivity"]), _fmt(r["specificity"])])]
                   for r in rows] for col, rows in metrics["subgroups"].items()}
 
 
@@ -102,7 +172,10 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
                      f"and specificity {drift['specificity_reached']:.3f}; this set would need "
                      f"{drift['threshold_needed'] if drift['threshold_needed'] is None else format(drift['threshold_needed'], '.4f')} "
                      f"for the target. {html.escape(drift.get('flag') or '')}</p>")
+    parts += [f"<p class='notice'>{html.escape(n)}</p>" for n in training_limit_notes(bundle_config)]
     parts += ["<h2>Headline metrics</h2>", _html_table(["metric", "at tuned threshold", "at 0.5"], headline_rows(metrics)),
+              "<details><summary>What each metric means</summary>"
+              + _html_table(["metric", "range", "definition and source"], definition_rows()) + "</details>",
               "<div class='row'>" + _img(plots / f"{split}_roc.png", "ROC") + _img(plots / f"{split}_pr.png", "Precision-recall")
               + _img(plots / f"{split}_confusion.png", "Confusion matrix") + "</div>"]
     if "calibrated" in metrics:
@@ -145,7 +218,8 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
         if (run_dir / "split.json").is_file():
             parts += ["<h2>Split</h2>", f"<pre>{html.escape(format_table(read_json(run_dir / 'split.json', 'written by prepare')))}</pre>"]
         if (run_dir / "config.yaml").is_file():
-            parts += ["<h2>Run config</h2>", f"<pre>{html.escape((run_dir / 'config.yaml').read_text())}</pre>"]
+            parts += ["<h2>Run config</h2><p class='muted'>the settings that applied to this run (config.yaml holds "
+                      "every key)</p>", f"<pre>{html.escape(applicable_config(run_dir / 'config.yaml'))}</pre>"]
     parts += ["<h2>Model bundle</h2>", f"<pre>{html.escape(json.dumps({k: bundle_config[k] for k in ('architecture', 'timm_id', 'task', 'preprocessing', 'threshold', 'library_versions') if k in bundle_config}, indent=2))}</pre>"]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>skinlesion report</title><style>"
             "body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;margin:.5em 0}"
@@ -158,35 +232,37 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
 def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Path | None) -> Path:
     """model_card.md: intended use, data, metrics with CIs, per-dx and subgroups, limitations, reproduction."""
     cfg = bundle_config
-    lines = [f"# Model card: {cfg['architecture']} ({cfg['task']}) — skinlesion", "",
+    lines = [f"# Model card: {_md(cfg['architecture'])} ({_md(cfg['task'])}) — skinlesion", "",
              "## Intended use", "", f"- {NOTICE}",
              "- Intended for research and teaching on dermoscopic skin-lesion classification (benign vs malignant"
              + (" and the 7 HAM10000 diagnoses" if cfg["task"] == "7class" else "") + ").",
              "- Out of scope: any clinical decision, screening of patients, non-dermoscopic images, body sites or "
              "populations not represented in the training data.", "",
-             "## Model", "", f"- Backbone `{cfg['architecture']}` (timm `{cfg['timm_id']}`), input "
+             "## Model", "", f"- Backbone `{_md(cfg['architecture'])}` (timm `{_md(cfg['timm_id'])}`), input "
              f"{cfg['preprocessing']['image_size']} px, mean {cfg['preprocessing']['mean']}, std {cfg['preprocessing']['std']}.",
-             f"- Decision threshold {metrics['threshold']['value']:.4f}: {metrics['threshold']['source']}.",
+             f"- Decision threshold {metrics['threshold']['value']:.4f}: {_md(metrics['threshold']['source'])}.",
              f"- Library versions: {', '.join(f'{k} {v}' for k, v in cfg.get('library_versions', {}).items())}.", "",
              "## Training data and split", ""]
     fp = cfg.get("training_data", {})
-    lines.append(f"- Dataset root: `{fp.get('dataset_root')}`; {fp.get('train_images')} training and "
+    lines.append(f"- Dataset root: `{_md(fp.get('dataset_root'))}`; {fp.get('train_images')} training and "
                  f"{fp.get('val_images')} validation images; lesion-level split, seed {fp.get('seed')}, lesion hash "
                  f"`{str(fp.get('split_lesion_hash'))[:16]}`.")
+    lines += [f"- {x}" for x in training_limit_notes(cfg)]
     if run_dir is not None and (run_dir / "split.json").is_file():
         lines += ["", "```", format_table(read_json(run_dir / "split.json", "written by prepare")), "```"]
-    lines += ["", f"## Evaluation: {metrics['data']}", "",
+    lines += ["", f"## Evaluation: {_md(metrics['data'])}", "",
               f"{metrics['n_images']} images, {metrics['n_lesions']} lesions, {metrics['n_malignant']} malignant; 95% CIs "
               f"from {metrics['bootstrap']['resamples']} lesion-level bootstrap resamples.", "",
               _md_table(["metric", "at tuned threshold", "at 0.5"], headline_rows(metrics)), "",
               "### Per diagnosis (share called malignant)", "", _md_table(["dx", "class", "n", "called malignant"], _per_dx_rows(metrics))]
     for col, rows in _subgroup_rows(metrics).items():
-        lines += ["", f"### Subgroup: {col}", "", _md_table([col, "n", "malignant", "ROC-AUC", "sensitivity", "specificity"], rows)]
+        lines += ["", f"### Subgroup: {_md(col)}", "", _md_table([col, "n", "malignant", "ROC-AUC", "sensitivity", "specificity"], rows)]
     if "cv" in metrics:
         from .cv_eval import cv_rows
         e = bundle_config.get("ensemble", {})
         lines += ["", f"## Cross-validation ensemble ({e.get('folds')} folds x {e.get('seeds')} seed(s), "
                   f"{e.get('combine')})", "", _md_table(["model", "test ROC-AUC", "test PR-AUC"], cv_rows(metrics["cv"]))]
+    lines += ["", "### Metric definitions", "", _md_table(["metric", "range", "definition and source"], definition_rows())]
     lines += ["", "## Known limitations", ""] + [f"- {x}" for x in LIMITATIONS]
     from .checklist import checklist, checklist_markdown
     split = read_json(run_dir / "split.json", "written by prepare") if run_dir is not None and (run_dir / "split.json").is_file() else None

@@ -25,6 +25,11 @@ def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: b
         raise ThresholdError(f"--target-sensitivity must be a fraction in (0, 1], got {target_sensitivity!r}. "
                              "Remedy: --target-sensitivity 0.9")
     bundle = load_bundle(check_run_dir(run_dir) / "bundle")
+    if bundle.config.get("ensemble") or (run_dir / "cv.json").is_file():
+        from ..data.metadata import DataError
+        raise DataError(f"{run_dir} is a cross-validation run: its ensemble's threshold is tuned on the out-of-fold "
+                        "predictions of every fold, not on one validation split. Remedy: re-tune it with `skinlesion cv "
+                        f"--out {run_dir} --resume --target-sensitivity {target_sensitivity}` (the fold models are kept).")
     ctx, split = run_context(run_dir, bundle)
     if tta:
         from ..data.cache import default_num_workers

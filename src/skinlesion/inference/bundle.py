@@ -161,6 +161,60 @@ def _check_metadata(config: dict, cfg_path: Path) -> None:
                           "re-train.") from None
 
 
+#: Shown by predict, serve's page, reports and model cards: (path, allowed types). Checked by type so a
+#: hostile config.json cannot smuggle markup or script into a page, or a huge number into memory.
+_TYPED_FIELDS = (
+    (("threshold", "target_sensitivity"), (int, float, type(None))),
+    (("threshold", "source"), (str, type(None))),
+    (("threshold", "tta"), (bool, type(None))),
+    (("threshold", "operating_point"), (dict, type(None))),
+    (("architecture",), (str,)),
+    (("intended_use",), (str, type(None))),
+    (("limitations",), (list, type(None))),
+    (("class_names",), (list, type(None))),
+    (("metrics",), (dict, type(None))),
+    (("ensemble",), (dict, type(None))),
+)
+MAX_ENSEMBLE = 100
+
+
+def _check_fields(config: dict, cfg_path: Path) -> None:
+    for keys, types in _TYPED_FIELDS:
+        value = config
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        if not isinstance(value, types) or (isinstance(value, float) and not math.isfinite(value)):
+            raise BundleError(f"{cfg_path}: {'.'.join(keys)} = {str(value)[:60]!r} is not a "
+                              f"{' or '.join(t.__name__.replace('NoneType', 'null') for t in types)}; the bundle is "
+                              "damaged or was edited. Remedy: copy it again or re-train.")
+    op = (config.get("threshold") or {}).get("operating_point") or {}
+    texts = [*(config.get("limitations") or []), *(config.get("class_names") or [])]
+    if not all(_finite(v) for v in op.values() if not isinstance(v, (int, type(None)))) or \
+            not all(isinstance(v, str) for v in texts):
+        raise BundleError(f"{cfg_path}: threshold.operating_point must hold numbers and limitations/class_names text. "
+                          "Remedy: copy the bundle again or re-train.")
+    ens = config.get("ensemble")
+    if ens is not None:
+        size = ens.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_ENSEMBLE:
+            raise BundleError(f"{cfg_path}: ensemble.size {size!r} must be a whole number from 1 to {MAX_ENSEMBLE}. "
+                              "Remedy: copy the bundle again or re-train.")
+
+
+def _check_ensemble_weights(path: Path, size: int) -> None:
+    """Before an ensemble is built: model.safetensors (read from its header only) holds ``size`` members."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            members = {k.split(".")[1] for k in f.keys() if k.startswith("members.")}
+    except Exception as exc:  # noqa: BLE001
+        raise BundleError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(exc)[:200]}); the "
+                          "bundle is damaged. Remedy: copy it again or re-train.") from None
+    if len(members) != size:
+        raise BundleError(f"{path / 'config.json'}: ensemble.size is {size} but model.safetensors holds {len(members)} "
+                          "member models. Remedy: keep config.json and model.safetensors of the same bundle together.")
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -183,6 +237,7 @@ def validate_config(config: dict, cfg_path: Path) -> None:
         raise BundleError(f"{cfg_path}: threshold {t!r} is not a number in [0, 1]. Remedy: re-run `skinlesion "
                           "tune-threshold RUN_DIR`, or set threshold.value to 0.5.")
     _check_metadata(config, cfg_path)
+    _check_fields(config, cfg_path)
     cal = config.get("calibration")
     temperature = cal.get("temperature") if isinstance(cal, dict) else cal
     if cal is not None and (not _finite(temperature) or temperature <= 0):
@@ -247,6 +302,7 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
         ensemble = config.get("ensemble")
         if ensemble:
             from ..models.ensemble import EnsembleClassifier
+            _check_ensemble_weights(path, int(ensemble["size"]))
             model = EnsembleClassifier([build() for _ in range(int(ensemble["size"]))], config["task"],
                                        ensemble.get("combine", "mean_probability"))
         else:

@@ -48,7 +48,8 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
     if out.suffix.lower() != ".onnx":
         raise ParityError(f"--out {out}: the ONNX model needs a .onnx name (its preprocessing JSON is written "
                           f"beside it as {out.with_suffix('.json').name}). Remedy: --out {out.with_suffix('.onnx')}")
-    check_outputs([out, out.with_suffix(".json")], protected=[Path(bundle_dir)], inputs=sample_images or [])
+    reference = out.with_suffix(".reference.png")
+    check_outputs([out, out.with_suffix(".json"), reference], protected=[Path(bundle_dir)], inputs=sample_images or [])
     bundle = load_bundle(bundle_dir)
     pre, model = bundle.preprocessing, bundle.model.eval()
     s = pre.image_size
@@ -98,6 +99,90 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
             "softmax(logits); p(malignant) = p(akiec) + p(bcc) + p(mel)",
             "preprocessing": pre.to_dict(), "threshold": bundle.threshold, "task": bundle.task,
             "class_names": bundle.config["class_names"], "calibration": bundle.config.get("calibration"),
-            "parity_max_abs_diff": diff, "parity_images": len(x), "opset": opset}
+            "parity_max_abs_diff": diff, "parity_images": len(x), "opset": opset,
+            "preprocessing_steps": preprocessing_steps(pre, in_graph_from=4 if cc else None)}
+    meta["reference"] = _reference(bundle, session, reference, encoder)
     atomic.write_json(out.with_suffix(".json"), meta)
     return meta
+
+
+def preprocessing_steps(pre, in_graph_from: int | None = None) -> list[dict]:
+    """Every step from a decoded image to the model's input, with each rounding pinned, so another
+    implementation reading only model.json reproduces the tensor (steps numbered from 1; with
+    ``in_graph_from`` the ONNX graph itself runs that step and the ones after it)."""
+    R, S = pre.resize_size, pre.image_size
+    crop = int(round((R - S) / 2.0))  # Python's round: halves to even, as torchvision's center_crop
+    steps = [
+        {"step": "decode", "output": "8-bit RGB, H x W x 3", "exif_orientation": "applied (PIL ImageOps.exif_transpose)",
+         "alpha": "composited onto white", "16-bit or float images": "scaled to 0-255"},
+        {"step": "resize", "shorter_side": R, "longer_side": f"floor({R} * longer / shorter)",
+         "interpolation": "bilinear", "antialias": True, "output_dtype": "uint8 (rounded to nearest)",
+         "implementation": "torchvision.transforms.v2.functional.resize(uint8 CHW tensor, %d, antialias=True); "
+                           "PIL Image.resize((w, h), Image.BILINEAR) agrees within 1 grey level" % R},
+        {"step": "center_crop", "size": [R, R], "top": "round((height - %d) / 2)" % R,
+         "left": "round((width - %d) / 2)" % R, "rounding": "half to even (Python round; 11.5 -> 12, 12.5 -> 12)"},
+    ]
+    if pre.colour_constancy:
+        steps.append({"step": "colour_constancy", "method": "shades_of_gray", "minkowski_p": 6,
+                      "then": "rounded to whole values, clipped to 0-255"})
+    steps += [
+        {"step": "center_crop", "size": [S, S], "top": crop, "left": crop,
+         "note": f"fixed pixel offsets: ({R} - {S}) / 2 = {(R - S) / 2:g} is rounded half to even"},
+        {"step": "scale", "divide_by": 255.0, "dtype": "float32"},
+        {"step": "normalize", "mean": list(pre.mean), "std": list(pre.std), "formula": "(x - mean) / std per channel"},
+        {"step": "layout", "order": "NCHW, channels RGB"},
+    ]
+    for i, step in enumerate(steps, 1):
+        step["in_onnx_graph"] = in_graph_from is not None and i >= in_graph_from
+    return steps
+
+
+def reference_image(seed: int = 0, size: tuple[int, int] = (213, 161)) -> np.ndarray:
+    """A deterministic lesion-like RGB test card (odd, non-square size, so every resize and crop rounding in
+    preprocessing_steps is exercised)."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = np.hypot((xx - w * 0.47) / (w * 0.28), (yy - h * 0.55) / (h * 0.33))
+    rng = np.random.default_rng(seed)
+    skin = np.array([224.0, 172.0, 150.0]) + rng.normal(0, 6, (h, w, 3))
+    lesion = np.array([120.0, 70.0, 55.0]) + 25 * np.sin(xx / 5.0)[..., None] + rng.normal(0, 8, (h, w, 3))
+    mix = np.clip(1.5 - r, 0, 1)[..., None]
+    return np.clip(skin * (1 - mix) + lesion * mix, 0, 255).astype(np.uint8)
+
+
+def _reference(bundle, session, path: Path, encoder) -> dict:
+    """Write the reference PNG (lossless, so every decoder reads the same pixels) and what the model gives
+    for it: ONNX logits and skinlesion's probability and decision (metadata: every field missing)."""
+    from PIL import Image
+    from .predictor import Predictor
+    import pandas as pd
+    pixels = reference_image()
+    with atomic.atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")
+    pre = bundle.preprocessing
+    square = pre.square(pixels)
+    cc = bool(pre.colour_constancy)
+    raw = dataclasses.replace(pre, colour_constancy=None).square(pixels)
+    x = pre.eval_transform()(square).unsqueeze(0)
+    feeds = {"image": raw.float().unsqueeze(0).numpy() if cc else x.numpy()}
+    if encoder:
+        feeds["metadata"] = encoder.encode(pd.DataFrame([{"age": None, "sex": None, "localization": None}]))
+    logits = session.run(["logits"], feeds)[0][0]
+    missing = pd.DataFrame([{"age": None, "sex": None, "localization": None}])
+    row = Predictor(bundle, batch_size=1).predict([pixels], missing if encoder else None).iloc[0]
+    z = np.asarray(logits, dtype=np.float64)
+    if bundle.task == "binary":
+        from_logits = float(1 / (1 + np.exp(-z[0])))
+    else:
+        e = np.exp(z - z.max())
+        names = list(bundle.config["class_names"])
+        from_logits = float(sum(e[names.index(c)] for c in ("akiec", "bcc", "mel")) / e.sum())
+    return {"image": path.name, "width": int(pixels.shape[1]), "height": int(pixels.shape[0]),
+            "input_tensor_mean": float(x.mean()), "input_tensor_std": float(x.std()),
+            "logits": [float(v) for v in logits], "probability_from_logits": from_logits,
+            "probability": float(row["probability"]),
+            "decision": str(row["decision"]), "probability_tolerance": 0.01,
+            "check": "decode the PNG, follow preprocessing_steps, run the ONNX model: the formula under "
+                     "'probability' gives probability_from_logits within probability_tolerance (and, compared with "
+                     "'threshold', the same decision; 'probability' is skinlesion's output, calibrated if the bundle "
+                     "is)"}

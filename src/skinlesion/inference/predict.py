@@ -43,6 +43,12 @@ def collect_inputs_with_metadata(items: list[str | Path]) -> tuple[list[str], pd
             out += [str(p if Path(p).is_absolute() else item.parent / p) for p in frame[col]]
             fields = {c: ALIASES.get(c.lower(), c.lower()) for c in frame.columns
                       if ALIASES.get(c.lower(), c.lower()) in FIELDS}
+            twice = {f: [c for c in fields if fields[c] == f] for f in set(fields.values())}
+            twice = {f: cols for f, cols in twice.items() if len(cols) > 1}
+            if twice:
+                f, cols = next(iter(twice.items()))
+                raise DataError(f"{item}: columns {', '.join(map(repr, cols))} all mean {f}; one would silently win. "
+                                f"Remedy: keep one of them (or rename the others) in {item}.")
             meta += frame[list(fields)].rename(columns=fields).to_dict("records") if fields else [{}] * len(frame)
         else:
             out.append(str(item))  # a missing file still gets a row with its error

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from .. import console
 from ..data.images import ImageDecodeError, _to_rgb, check_dimensions
 from ..labels import DX_CODES, MALIGNANT_CLASS_INDICES
 from ..models.classifier import class_probabilities
@@ -138,12 +139,11 @@ class Predictor:
                       metadata: pd.DataFrame | None = None) -> pd.DataFrame:
         """Predict files in batches with DataLoader workers; undecodable files get a row with ``error``.
         ``metadata``: one row per path (age, sex, localization) for models trained with metadata."""
-        from tqdm.auto import tqdm
 
         loader = torch.utils.data.DataLoader(_PathSquares(paths, self.pre), batch_size=self.batch_size,
                                              num_workers=num_workers, collate_fn=_collate)
         rows = []
-        with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+        with console.bar(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
             for ok_idx, squares, errors in loader:
                 if len(ok_idx):
                     meta_rows = None if metadata is None else metadata.iloc[list(ok_idx)]

@@ -75,6 +75,21 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+#: Uploads decoded at the same time (each up to 50 MP, ~150 MB as RGB): bounds the server's peak memory under
+#: a burst of large images to about DECODE_SLOTS x 0.3 GB; further requests wait their turn.
+DECODE_SLOTS = 2
+LARGE_IMAGE_PIXELS = 4_000_000
+
+
+def _release_memory() -> None:
+    """Hand freed decoder buffers back to the OS (glibc keeps them in its arenas otherwise)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
     """The app for one bundle; the model is loaded here, once."""
     predictor = Predictor.from_bundle(bundle_dir)
@@ -82,6 +97,7 @@ def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES)
     # Grad-CAM registers hooks on the model it explains: it gets its own copy, so plain predictions
     # (on the shared model, any number at once) never pass through its hooks; explain requests take turns.
     explain_lock = threading.Lock()
+    decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
     explain_bundle: list = []
     app = FastAPI(title="skinlesion", version=str(config.get("library_versions", {}).get("skinlesion")),
                   description=f"Dermoscopic skin-lesion classifier ({config['architecture']}). {NOTICE}")
@@ -107,8 +123,13 @@ def create_app(bundle_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload larger than {max_upload_bytes // (1024 * 1024)} MB")
         try:
-            image = load_rgb(io.BytesIO(data), name=file.filename or "upload")
-            square = predictor.square(image)
+            with decode_slots:  # each image is bounded (50 MP); this bounds how many decode at once
+                image = load_rgb(io.BytesIO(data), name=file.filename or "upload")
+                pixels = image.size[0] * image.size[1]
+                square = predictor.square(image)
+                del image, data
+                if pixels > LARGE_IMAGE_PIXELS:
+                    _release_memory()
         except ImageDecodeError as exc:
             raise HTTPException(_status_for(exc), str(exc)) from None
         meta = pd.DataFrame([{"age": age, "sex": sex, "localization": site}])

@@ -33,6 +33,12 @@ def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
                           "flags (the run's config.yaml is used), or train the new settings into a new --out.")
 
 
+def has_checkpoints(run_dir: Path) -> bool:
+    """Whether the run holds saved training work (any .ckpt) that --resume continues from."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    return ckpt_dir.is_dir() and any(ckpt_dir.rglob("*.ckpt"))
+
+
 def check_checkpoint_binding(ctx: RunContext, ckpt_dir: Path) -> None:
     path = ckpt_dir / "binding.json"
     if path.is_file():

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from .. import atomic
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, load_config, save_config
 from ..data.metadata import DataError
 from ..data.run import binding, open_run
 from ..evaluation.metrics import epoch_metrics, threshold_metrics
@@ -21,6 +21,7 @@ from ..evaluation.thresholds import operating_points, threshold_for_sensitivity
 from ..inference.bundle import load_bundle, save_bundle
 from ..models.ensemble import EnsembleClassifier
 from ..tables import read_csv_exact
+from .checkpoints import check_resume_config, has_checkpoints
 
 REMEDY_REFOLD = "re-run that fold: `skinlesion cv --resume`."
 
@@ -66,7 +67,15 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, 
     run_dir = Path(run_dir)
     if not resume and (run_dir / "folds").exists():
         raise FileExistsError(f"{run_dir} already has folds/. Remedy: pass --resume to continue it, or a new --out")
+    if resume:  # one recipe for every fold: --resume may not change what the folds train (cv's config.yaml)
+        check_resume_config(cfg, run_dir)
+        for started in sorted((run_dir / "folds").glob("*/config.yaml")):
+            check_resume_config(dataclasses.replace(cfg, train=dataclasses.replace(
+                cfg.train, fold=load_config(started).train.fold, seed=load_config(started).train.seed)),
+                started.parent)
     ctx = _split(cfg, run_dir, folds, progress, echo)
+    if process_rank() == 0:
+        save_config(cfg, run_dir)  # the base layer of `cv --resume`, as config.yaml is for train --resume
     members = []
     for k in range(folds):
         for s in range(seeds):
@@ -82,7 +91,7 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, 
                     shutil.copy(run_dir / f, mdir / f)
             echo(f"fold {k + 1}/{folds}" + (f", seed {s + 1}/{seeds}" if seeds > 1 else "") + f" -> {mdir}")
             mcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fold=k, seed=cfg.train.seed + s))
-            if train(mcfg, mdir, resume=(mdir / "checkpoints").exists(), progress=progress, echo=echo) is None:
+            if train(mcfg, mdir, resume=has_checkpoints(mdir), progress=progress, echo=echo) is None:
                 continue  # a DDP rank other than 0
     if process_rank() != 0:
         return None

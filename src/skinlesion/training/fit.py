@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import pickle
+import random
 import sys
 import time
 import warnings
@@ -28,8 +29,10 @@ from ..inference.predictor import prediction_frame
 from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
 from ..runlock import process_rank
+from ..errors import Interrupted
 from .checkpoints import (LOCKED_KEYS, _load_weights, check_checkpoint_binding, check_resume_config,
-                          checkpoint_path, verify_checkpoints)
+                          checkpoint_path, has_checkpoints, verify_checkpoints)
+from .interrupt import MARKER, SaveOnInterrupt
 from .history import HistoryRecorder, plot_history, read_history
 from .loaders import build_data, cache_features
 from ..tracking import final_validation_events, finish_training, open_trackers, phase_loggers
@@ -117,7 +120,7 @@ for _name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lig
     logging.getLogger(_name).addFilter(_NoTips())
 
 
-def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progress: bool, trackers=()):
+def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progress: bool, trackers=(), extra=()):
     """The phase's Trainer. On a terminal, Lightning's progress bar; otherwise (a log file, CI) no bar
     redraws but one line per epoch, and none of Lightning's start-up chatter."""
     tty = sys.stderr.isatty()
@@ -133,7 +136,7 @@ def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progre
     callbacks = [checkpoint, latest, L.pytorch.callbacks.EarlyStopping("val/pr_auc", mode="max", patience=t.patience),
                  L.pytorch.callbacks.LearningRateMonitor("epoch"),
                  HistoryRecorder(run_dir / "metrics.csv", phase, offset, print if progress and not tty else None,
-                                 t.epochs), _EpochReseed(t.seed, phase)]
+                                 t.epochs), _EpochReseed(t.seed, phase), *extra]
     loggers = phase_loggers(t, run_dir, phase) + list(trackers)
     trainer = L.Trainer(
         max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
@@ -147,7 +150,11 @@ def _quietly(run, *args, **kwargs):
     """Call trainer.fit / trainer.validate without Lightning's warnings that do not apply here."""
     with warnings.catch_warnings():
         for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*",
-                        ".*smaller than the logging interval.*"):
+                        ".*smaller than the logging interval.*",
+                        # resume: a mid-epoch checkpoint continues with the epoch's remaining number of batches
+                        # (docs/bad-inputs.md); the folders of a resumed or copied run are ours and not empty
+                        ".*checkpoint that ended before the epoch ended.*", ".*exists and is not empty.*",
+                        ".*The dirpath has changed from.*"):
             warnings.filterwarnings("ignore", message=message)
         return run(*args, **kwargs)
 
@@ -251,9 +258,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     rank 0 writes the run's artifacts and gets a result (other ranks get None)."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
-    if not resume and process_rank() == 0 and (run_dir / "checkpoints").exists():
+    if not resume and process_rank() == 0 and has_checkpoints(run_dir):
         raise FileExistsError(f"{run_dir} already has checkpoints. Remedy: pass --resume to continue it, or choose "
                               "a new --out")
+    if resume and process_rank() == 0 and not has_checkpoints(run_dir):
+        raise DataError(f"--resume: {run_dir} has no checkpoint to continue from (no epoch finished and nothing was "
+                        f"saved). Remedy: train without --resume: `skinlesion train --out {run_dir}` "
+                        "(with the same --data and options).")
     st = setup_training(cfg, run_dir, resume, progress, echo)
     cfg, t, ctx, split, data_root, spec, pre, data, model, n_groups = (
         st.cfg, st.cfg.train, st.ctx, st.split, st.data_root, st.spec, st.pre, st.data, st.model, st.n_groups)
@@ -302,9 +313,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         config["metadata"] = st.encoder.to_dict()
     config["recipe"] = {k: getattr(t, k) for k in ("recipe", *LOCKED_KEYS[LOCKED_KEYS.index("schedule"):],
                                                      "phases", "epochs", "lr")}
+    config["training_limits"] = {  # every setting that limits training, for the card and report to state
+        "limit_train_batches": t.limit_train_batches, "epochs_planned": int(t.epochs), "epochs_run": int(offset),
+        "early_stopped": int(offset) < int(t.epochs), "train_images": int(len(data.train_idx)),
+        "batches_per_epoch": int(getattr(trainer, "num_training_batches", 0) or 0) if trainer is not None else None}
     if not trained:  # a finished run resumed: same weights, so its tuned threshold and calibration still hold
         config = keep_tuning(run_dir / "bundle", config)
     bundle = save_bundle(module.final_model(), config, run_dir / "bundle")
+    (run_dir / "checkpoints" / MARKER).unlink(missing_ok=True)  # finished: no longer an interrupted run
     finish_training(trackers, bundle, val_metrics)
     ips = float(history["train_images_per_s"].mul(history["train_seconds"]).sum() / history["train_seconds"].sum()) \
         if len(history) else float("nan")  # all training images over all training time
@@ -323,7 +339,8 @@ def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, l
          + ("backbone frozen (no_grad" + (f", {t.cache_features} cached feature view(s))" if use_features else ")")
             if not trainable else f"training the last {unfreeze} of {n_groups} backbone groups ({len(trainable)} tensors)")
          + (f", resuming from {last}" if ckpt_path else ""))
-    trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress, trackers)
+    interrupt = SaveOnInterrupt(run_dir, phase, t.checkpoint_minutes)
+    trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress, trackers, [interrupt])
     seed = t.seed + 1000 * phase
     if use_features:
         device = torch.device("cuda" if _accelerator_is_cuda(t) else "cpu")
@@ -336,6 +353,12 @@ def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, l
     except pickle.UnpicklingError as exc:
         raise DataError(f"{last}: refused to resume from it: it holds objects other than plain tensors and numbers "
                         f"({str(exc).splitlines()[0][:200]}). Remedy: delete it and train again.") from None
+    except Interrupted:
+        raise
+    except Exception:
+        if interrupt.requested is not None:  # e.g. a DataLoader worker killed by the same SIGTERM
+            raise Interrupted(interrupt.requested, interrupt.message(interrupt.requested)) from None
+        raise
     if trainer.interrupted:
         raise KeyboardInterrupt
     # top-1 with a fixed name: the best checkpoint is always this phase's best.ckpt. (Lightning's own
@@ -345,6 +368,8 @@ def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, l
              "best_score": _best_score(checkpoint, run_dir, phase), "phase": phase}
     if trainer.is_global_zero:
         atomic.write_json(ckpt_dir / "phase.json", state)
+    if interrupt.requested is not None:  # the signal came in the phase's last validation: the phase is complete
+        raise Interrupted(interrupt.requested, interrupt.message(interrupt.requested))
     return trainer, state
 
 
@@ -377,4 +402,7 @@ class _EpochReseed(L.Callback):
         self.seed, self.phase = seed, phase
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        torch.manual_seed(self.seed * 7 + self.phase * 100_003 + trainer.current_epoch)
+        seed = self.seed * 7 + self.phase * 100_003 + trainer.current_epoch
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)  # timm's Mixup draws from numpy and random: restored on --resume too
+        random.seed(seed)

@@ -30,6 +30,10 @@ class HistoryRecorder(L.Callback):
         self._t = {}
         self._seen = self._val_seen = 0
 
+    def on_train_start(self, trainer, pl_module) -> None:  # a resumed mid-epoch run starts without an epoch start
+        self._t = {"start": time.perf_counter()}
+        self._seen = self._val_seen = 0
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t = {"start": time.perf_counter()}
         self._seen = self._val_seen = 0
