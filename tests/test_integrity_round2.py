@@ -337,3 +337,71 @@ def test_download_stops_a_stream_past_its_size_and_refuses_a_zip_bomb(tmp_path):
     with pytest.raises(DownloadError, match="zip bomb"):
         extract(bomb, tmp_path / "out")
     assert not any((tmp_path / "out").rglob("*.jpg")) if (tmp_path / "out").exists() else True
+
+
+# --- unusual but legal datasets -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("encoding,sep,newline", [("utf-8-sig", ",", "\r\n"), ("utf-8", ";", "\n"),
+                                                   ("utf-8", "\t", "\r\n")])
+def test_bom_crlf_semicolon_and_tab_csvs_read_like_plain_ones(demo_data, tmp_path, encoding, sep, newline):
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    meta = pd.read_csv(demo_data / "HAM10000_metadata.csv", dtype=str)
+    text = meta.to_csv(index=False, sep=sep, lineterminator=newline)
+    (data / "HAM10000_metadata.csv").write_bytes(text.encode(encoding))
+    ds = load_dataset(data, progress=False)
+    assert list(ds.frame["image_id"]) == list(meta["image_id"]) and set(ds.frame.columns) >= set(meta.columns)
+
+
+def test_unicode_ids_match_files_whatever_their_normalisation_form(tmp_path):
+    import unicodedata
+    from conftest import write_dataset
+    nfc = unicodedata.normalize("NFC", "läsion_é")
+    rows = [{"lesion_id": f"L{i}", "image_id": f"{nfc}{i}", "dx": "nv" if i % 2 else "mel"} for i in range(4)]
+    root = write_dataset(tmp_path / "d", rows)
+    for p in (root / "images").glob("*.jpg"):  # files saved under the decomposed (NFD, macOS) form
+        p.rename(p.with_name(unicodedata.normalize("NFD", p.name)))
+    ds = load_dataset(root, progress=False)
+    assert len(ds.frame) == 4 and not ds.missing_ids
+
+
+def test_cv_resume_cannot_change_the_recipe_of_started_folds(demo_data, tmp_path, capsys, monkeypatch):
+    import skinlesion.training.fit as fit
+    real, calls = fit.train, []
+
+    def stop_in_second_fold(*a, **k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("stopped")
+        return real(*a, **k)
+    monkeypatch.setattr(fit, "train", stop_in_second_fold)
+    argv = ["cv", "--data", str(demo_data), "--out", str(tmp_path / "cv"), "--folds", "2", "--arch", "simple_cnn",
+            "--image-size", "32", "--epochs", "2", "--phases", "1", "--num-workers", "0", "--cache-dir",
+            str(tmp_path / "cache"), "--limit-train-batches", "2", "--quiet"]
+    assert main(argv) == 1  # the simulated crash in the second fold
+    monkeypatch.undo()
+    assert (tmp_path / "cv" / "folds" / "fold0" / "bundle").is_dir()
+    capsys.readouterr()
+    assert main([*argv[:-1], "--resume", "--epochs", "3", "--quiet"]) == 2
+    assert "--resume cannot change" in capsys.readouterr().err
+    assert main(["cv", "--out", str(tmp_path / "cv"), "--folds", "2", "--resume", "--quiet"]) == 0  # config reused
+    import yaml
+    assert yaml.safe_load((tmp_path / "cv" / "folds" / "fold1" / "config.yaml").read_text())["train"]["epochs"] == 2
+
+
+def test_sigint_with_dataloader_workers_exits_130_and_keeps_work(demo_data, tmp_path):
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    argv = _train_argv(demo_data, run, cache, "--checkpoint-minutes", str(1 / 60))
+    argv[argv.index("--num-workers") + 1] = "1"
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    last = run / "checkpoints" / "phase1" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before the test could interrupt it"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert len(err.strip().splitlines()) == 1 and "interrupted by SIGINT" in err, err
+    assert last.is_file() and (run / "checkpoints" / "interrupted.json").is_file()

@@ -280,10 +280,14 @@ def _recorded(json_path: Path) -> dict | None:
     if not json_path.is_file():
         return None
     try:
-        return json.loads(json_path.read_text(encoding="utf-8"))
+        data = json.loads(json_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{json_path} is not valid JSON ({exc}). Remedy: re-create the split with "
                         "`skinlesion prepare` in a new --out.") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{json_path}: expected a JSON object, found {type(data).__name__}. Remedy: re-create the "
+                        "split with `skinlesion prepare` in a new --out.")
+    return data
 
 
 def attach_paths(split: pd.DataFrame, root: str | Path, source: str = "split.csv") -> pd.DataFrame:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import pickle
 import random
@@ -21,7 +20,7 @@ from .. import atomic
 from ..config import RunConfig, save_config
 from ..data.cache import build_cache, default_num_workers
 from ..data.metadata import DataError
-from ..data.run import RunContext, binding, open_run
+from ..data.run import RunContext, binding, open_run, read_json
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, keep_tuning, save_bundle, seen_ids
@@ -101,7 +100,15 @@ def _phase_plan(t, spec, n_groups: int) -> list[tuple[int, int, float, int]]:
 
 def _phase_state(ckpt_dir: Path) -> dict:
     path = ckpt_dir / "phase.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    state = read_json(path, "written by train when a phase completes")
+    ok = (isinstance(state.get("complete"), bool) and isinstance(state.get("epochs"), int)
+          and isinstance(state.get("best_path"), str) and isinstance(state.get("best_score"), (int, float)))
+    if not ok:
+        raise DataError(f"{path}: damaged (needs complete, epochs, best_path and best_score). Remedy: delete it; "
+                        "`train --resume` then continues that phase from its last.ckpt.")
+    return state
 
 
 def _accelerator_is_cuda(t) -> bool:

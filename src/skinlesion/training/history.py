@@ -17,7 +17,16 @@ HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_roc_au
 
 
 def read_history(path: Path) -> pd.DataFrame:
-    return read_csv_exact(path, "delete it and train again.") if path.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
+    """metrics.csv (every column checked, numbers exact), or an empty history when absent."""
+    if not path.is_file():
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    remedy = "delete it (the per-epoch history restarts; the checkpoints are kept) and run the command again."
+    history = read_csv_exact(path, remedy, tuple(HISTORY_COLUMNS))
+    bad = [c for c in HISTORY_COLUMNS if not pd.api.types.is_numeric_dtype(history[c]) and len(history)]
+    if bad:
+        from .. import tables
+        raise tables.RunFileError(f"{path}: column(s) {', '.join(bad)} hold non-numbers. Remedy: {remedy}")
+    return history
 
 
 class HistoryRecorder(L.Callback):
