@@ -65,8 +65,11 @@ def test_empty_required_cell_is_named(tmp_path):
 
 def test_missing_images_are_listed_and_fail_by_default(tmp_path):
     write_dataset(tmp_path, rows_for(10), images=[f"I{i:04d}" for i in range(8)])
-    with pytest.raises(DataError, match=r"2 image\(s\).*I0008, I0009.*20\.00% of 10 rows.*--allow-missing"):
-        load_dataset(tmp_path)
+    with pytest.raises(DataError, match=r"2 image\(s\).*I0008, I0009.*20\.00% of 10 rows.*Remedy: check the path"):
+        load_dataset(tmp_path)  # above 10% missing the path is wrong: dropping is never the suggested remedy
+    write_dataset(tmp_path / "one", rows_for(10), images=[f"I{i:04d}" for i in range(9)])
+    with pytest.raises(DataError, match=r"I0009.*10\.00% of 10 rows.*--allow-missing 0\.1000"):
+        load_dataset(tmp_path / "one")
 
 
 def test_allow_missing_drops_and_reports(tmp_path):

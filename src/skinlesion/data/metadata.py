@@ -165,7 +165,7 @@ class LoadedDataset:
 
 #: The largest share of a dataset an error message may suggest dropping with --allow-missing; above it the
 #: data folder itself is wrong (a moved mount, a dangling link) and dropping would leave almost nothing.
-MAX_SUGGESTED_DROP = 0.05
+MAX_SUGGESTED_DROP = 0.10
 
 
 def _link_note(root: Path) -> str:

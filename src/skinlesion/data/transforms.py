@@ -62,7 +62,37 @@ class Preprocessing:
         cc = (f", shades-of-gray colour constancy (Minkowski p={SHADES_OF_GRAY_P}) on that square, rounded to "
               "whole values" if self.colour_constancy else "")
         return {**asdict(self), "policy": "resize shorter side to resize_size, center-crop resize_size square" + cc
-                + ", center-crop image_size, scale to [0,1], normalise with mean/std"}
+                + ", center-crop image_size, scale to [0,1], normalise with mean/std", "steps": self.steps()}
+
+    def steps(self, in_graph_from: int | None = None) -> list[dict]:
+        """Every step from a decoded image to the model's input, with each rounding pinned, so another
+        implementation reading only model.json reproduces the tensor (steps numbered from 1; with
+        ``in_graph_from`` the ONNX graph itself runs that step and the ones after it)."""
+        R, S = self.resize_size, self.image_size
+        crop = int(round((R - S) / 2.0))  # Python's round: halves to even, as torchvision's center_crop
+        steps = [
+            {"step": "decode", "output": "8-bit RGB, H x W x 3", "exif_orientation": "applied (PIL ImageOps.exif_transpose)",
+             "alpha": "composited onto white", "16-bit or float images": "scaled to 0-255"},
+            {"step": "resize", "shorter_side": R, "longer_side": f"floor({R} * longer / shorter)",
+             "interpolation": "bilinear", "antialias": True, "output_dtype": "uint8 (rounded to nearest)",
+             "implementation": "torchvision.transforms.v2.functional.resize(uint8 CHW tensor, %d, antialias=True); "
+                               "PIL Image.resize((w, h), Image.BILINEAR) agrees within 1 grey level" % R},
+            {"step": "center_crop", "size": [R, R], "top": "round((height - %d) / 2)" % R,
+             "left": "round((width - %d) / 2)" % R, "rounding": "half to even (Python round; 11.5 -> 12, 12.5 -> 12)"},
+        ]
+        if self.colour_constancy:
+            steps.append({"step": "colour_constancy", "method": "shades_of_gray", "minkowski_p": 6,
+                          "then": "rounded to whole values, clipped to 0-255"})
+        steps += [
+            {"step": "center_crop", "size": [S, S], "top": crop, "left": crop,
+             "note": f"fixed pixel offsets: ({R} - {S}) / 2 = {(R - S) / 2:g} is rounded half to even"},
+            {"step": "scale", "divide_by": 255.0, "dtype": "float32"},
+            {"step": "normalize", "mean": list(self.mean), "std": list(self.std), "formula": "(x - mean) / std per channel"},
+            {"step": "layout", "order": "NCHW, channels RGB"},
+        ]
+        for i, step in enumerate(steps, 1):
+            step["in_onnx_graph"] = in_graph_from is not None and i >= in_graph_from
+        return steps
 
     def square(self, image) -> torch.Tensor:
         """A PIL image or HWC uint8 array -> (3, resize_size, resize_size) uint8 tensor. Work is bounded:

@@ -189,9 +189,8 @@ def _check_fields(config: dict, cfg_path: Path) -> None:
                               "damaged or was edited. Remedy: copy it again or re-train.")
     op = (config.get("threshold") or {}).get("operating_point") or {}
     texts = [*(config.get("limitations") or []), *(config.get("class_names") or [])]
-    if not all(_finite(v) for v in op.values() if not isinstance(v, (int, type(None)))) or \
-            not all(isinstance(v, str) for v in texts):
-        raise BundleError(f"{cfg_path}: threshold.operating_point must hold numbers and limitations/class_names text. "
+    if any(isinstance(v, str) for v in op.values()) or not all(isinstance(v, str) for v in texts):
+        raise BundleError(f"{cfg_path}: threshold.operating_point must hold no text, and limitations/class_names only text. "
                           "Remedy: copy the bundle again or re-train.")
     ens = config.get("ensemble")
     if ens is not None:

@@ -100,41 +100,10 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
             "preprocessing": pre.to_dict(), "threshold": bundle.threshold, "task": bundle.task,
             "class_names": bundle.config["class_names"], "calibration": bundle.config.get("calibration"),
             "parity_max_abs_diff": diff, "parity_images": len(x), "opset": opset,
-            "preprocessing_steps": preprocessing_steps(pre, in_graph_from=4 if cc else None)}
+            "preprocessing_steps": pre.steps(in_graph_from=4 if cc else None)}
     meta["reference"] = _reference(bundle, session, reference, encoder)
     atomic.write_json(out.with_suffix(".json"), meta)
     return meta
-
-
-def preprocessing_steps(pre, in_graph_from: int | None = None) -> list[dict]:
-    """Every step from a decoded image to the model's input, with each rounding pinned, so another
-    implementation reading only model.json reproduces the tensor (steps numbered from 1; with
-    ``in_graph_from`` the ONNX graph itself runs that step and the ones after it)."""
-    R, S = pre.resize_size, pre.image_size
-    crop = int(round((R - S) / 2.0))  # Python's round: halves to even, as torchvision's center_crop
-    steps = [
-        {"step": "decode", "output": "8-bit RGB, H x W x 3", "exif_orientation": "applied (PIL ImageOps.exif_transpose)",
-         "alpha": "composited onto white", "16-bit or float images": "scaled to 0-255"},
-        {"step": "resize", "shorter_side": R, "longer_side": f"floor({R} * longer / shorter)",
-         "interpolation": "bilinear", "antialias": True, "output_dtype": "uint8 (rounded to nearest)",
-         "implementation": "torchvision.transforms.v2.functional.resize(uint8 CHW tensor, %d, antialias=True); "
-                           "PIL Image.resize((w, h), Image.BILINEAR) agrees within 1 grey level" % R},
-        {"step": "center_crop", "size": [R, R], "top": "round((height - %d) / 2)" % R,
-         "left": "round((width - %d) / 2)" % R, "rounding": "half to even (Python round; 11.5 -> 12, 12.5 -> 12)"},
-    ]
-    if pre.colour_constancy:
-        steps.append({"step": "colour_constancy", "method": "shades_of_gray", "minkowski_p": 6,
-                      "then": "rounded to whole values, clipped to 0-255"})
-    steps += [
-        {"step": "center_crop", "size": [S, S], "top": crop, "left": crop,
-         "note": f"fixed pixel offsets: ({R} - {S}) / 2 = {(R - S) / 2:g} is rounded half to even"},
-        {"step": "scale", "divide_by": 255.0, "dtype": "float32"},
-        {"step": "normalize", "mean": list(pre.mean), "std": list(pre.std), "formula": "(x - mean) / std per channel"},
-        {"step": "layout", "order": "NCHW, channels RGB"},
-    ]
-    for i, step in enumerate(steps, 1):
-        step["in_onnx_graph"] = in_graph_from is not None and i >= in_graph_from
-    return steps
 
 
 def reference_image(seed: int = 0, size: tuple[int, int] = (213, 161)) -> np.ndarray:

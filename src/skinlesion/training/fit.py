@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import pickle
 import random
 import sys
@@ -323,7 +324,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     config["training_limits"] = {  # every setting that limits training, for the card and report to state
         "limit_train_batches": t.limit_train_batches, "epochs_planned": int(t.epochs), "epochs_run": int(offset),
         "early_stopped": int(offset) < int(t.epochs), "train_images": int(len(data.train_idx)),
-        "batches_per_epoch": int(getattr(trainer, "num_training_batches", 0) or 0) if trainer is not None else None}
+        "batches_per_epoch": _batches(trainer)}
     if not trained:  # a finished run resumed: same weights, so its tuned threshold and calibration still hold
         config = keep_tuning(run_dir / "bundle", config)
     bundle = save_bundle(module.final_model(), config, run_dir / "bundle")
@@ -395,6 +396,11 @@ def _val_frame(gathered: dict, rows: pd.DataFrame, task: str) -> pd.DataFrame:
         raise RuntimeError(f"gathered {len(gathered.get('index', []))} validation predictions for {len(rows)} images")
     order = np.argsort(gathered["index"])
     return prediction_frame(rows, gathered["probability"][order], gathered["classes"][order], task)
+
+
+def _batches(trainer) -> int | None:
+    n = getattr(trainer, "num_training_batches", None)
+    return int(n) if isinstance(n, (int, float)) and math.isfinite(n) else None
 
 
 def _devices(value: str):
