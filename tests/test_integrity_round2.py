@@ -173,19 +173,27 @@ def _train_argv(data, run, cache, *extra):
             "--quiet", *extra]
 
 
-def test_sigterm_mid_epoch_saves_work_exits_143_and_resume_finishes(demo_data, tmp_path):
-    run, cache = tmp_path / "run", tmp_path / "cache"
-    # 1 s checkpoints inside the epoch: the first one tells the test training is under way
-    proc = subprocess.Popen([sys.executable, "-c", TRAIN, *_train_argv(demo_data, run, cache, "--checkpoint-minutes",
-                                                                          str(1 / 60))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _interrupt_training(data, tmp_path, signum, workers: int = 0):
+    """Start `train` in a subprocess with 1 s checkpoints inside the epoch (the first one tells the test
+    training is under way), send ``signum`` then, and return the process and its (stdout, stderr)."""
+    run = tmp_path / "run"
+    argv = _train_argv(data, run, tmp_path / "cache", "--checkpoint-minutes", str(1 / 60))
+    argv[argv.index("--num-workers") + 1] = str(workers)
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     last = run / "checkpoints" / "phase1" / "last.ckpt"
     deadline = time.monotonic() + 240
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before the test could interrupt it"
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    proc.send_signal(signum)
+    return proc, proc.communicate(timeout=120)
+
+
+def test_sigterm_mid_epoch_saves_work_exits_143_and_resume_finishes(demo_data, tmp_path):
+    run = tmp_path / "run"
+    proc, (out, err) = _interrupt_training(demo_data, tmp_path, signal.SIGTERM)
+    last = run / "checkpoints" / "phase1" / "last.ckpt"
     assert proc.returncode == 143, (out, err)
     assert "interrupted by SIGTERM" in err and "--resume" in err and "Traceback" not in err
     marker = json.loads((run / "checkpoints" / "interrupted.json").read_text())
@@ -390,18 +398,9 @@ def test_cv_resume_cannot_change_the_recipe_of_started_folds(demo_data, tmp_path
 
 
 def test_sigint_with_dataloader_workers_exits_130_and_keeps_work(demo_data, tmp_path):
-    run, cache = tmp_path / "run", tmp_path / "cache"
-    argv = _train_argv(demo_data, run, cache, "--checkpoint-minutes", str(1 / 60))
-    argv[argv.index("--num-workers") + 1] = "1"
-    proc = subprocess.Popen([sys.executable, "-c", TRAIN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    run = tmp_path / "run"
+    proc, (out, err) = _interrupt_training(demo_data, tmp_path, signal.SIGINT, workers=1)
     last = run / "checkpoints" / "phase1" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before the test could interrupt it"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert len(err.strip().splitlines()) == 1 and "interrupted by SIGINT" in err, err
     assert last.is_file() and (run / "checkpoints" / "interrupted.json").is_file()

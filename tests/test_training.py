@@ -143,8 +143,8 @@ def test_seven_class_single_phase_balanced_sampler_and_a_fold(demo_data, tmp_pat
     split = pd.read_csv(tmp_path / "run/split.csv")
     assert set(preds["image_id"]) == set(split.loc[split["fold"] == 1, "image_id"])  # fold 1 validated
     dx_cols = [f"p_{d}" for d in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")]
-    assert np.allclose(preds[dx_cols].sum(1), 1.0, atol=1e-5)
-    assert np.allclose(preds["probability"], preds[["p_akiec", "p_bcc", "p_mel"]].sum(1), atol=1e-5)
+    assert np.allclose(preds[dx_cols].sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(preds["probability"], preds[["p_akiec", "p_bcc", "p_mel"]].sum(axis=1), atol=1e-5)
     assert json.loads((tmp_path / "run/bundle/config.json").read_text())["class_names"][4] == "mel"
     assert 0 <= result.val_metrics["roc_auc"] <= 1
     m = evaluate_run(tmp_path / "run", n_boot=20, num_workers=0, progress=False, tta=True).metrics

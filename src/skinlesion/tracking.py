@@ -28,14 +28,20 @@ def parse_loggers(text: str) -> list[str]:
         raise ConfigError(f"--logger {text!r}: unknown logger(s) {', '.join(bad) or '(none given)'}. Remedy: a comma "
                           f"list of {', '.join(LOGGERS)}, e.g. --logger csv,tensorboard,mlflow")
     for n in names:
-        if n in EXTRAS:
-            module, extra = EXTRAS[n]
-            try:
-                __import__(module)
-            except ImportError:
-                raise ConfigError(f"--logger {n} needs the {module} package. Remedy: pip install 'skinlesion[{extra}]' "
-                                  f"(or drop {n} from --logger)") from None
+        _require(n, "--logger {n} needs the {module} package. Remedy: pip install 'skinlesion[{extra}]' (or drop {n} "
+                    "from --logger)")
     return names
+
+
+def _require(name: str, message: str) -> None:
+    """The tracker ``name``'s optional package is importable, else a ConfigError from ``message`` (a format
+    string with {n}, {module} and {extra})."""
+    if name in EXTRAS:
+        module, extra = EXTRAS[name]
+        try:
+            __import__(module)
+        except ImportError:
+            raise ConfigError(message.format(n=name, module=module, extra=extra)) from None
 
 
 def _flat(cfg) -> dict:
@@ -122,16 +128,11 @@ def check_tracking(run_dir: Path) -> dict:
     """Before ``evaluate`` writes anything: tracking.json is sound and the packages of the trackers it names
     are installed (the test metrics go to those runs)."""
     state = read_state(run_dir)
+    path = str(Path(run_dir) / "tracking.json").replace("{", "{{").replace("}", "}}")
     for name in state:
-        if name in EXTRAS:
-            module, extra = EXTRAS[name]
-            try:
-                __import__(module)
-            except ImportError:
-                raise ConfigError(f"{run_dir} was trained with --logger {name} ({Path(run_dir) / 'tracking.json'}), "
-                                  f"so evaluate logs its test metrics there, but the {module} package is not installed. "
-                                  f"Remedy: pip install 'skinlesion[{extra}]', or delete "
-                                  f"{Path(run_dir) / 'tracking.json'} to evaluate without tracker logging.") from None
+        _require(name, f"{path} records a --logger {{n}} run, so evaluate logs its test metrics there, but the "
+                       "{module} package is not installed. Remedy: pip install 'skinlesion[{extra}]', or delete "
+                       f"{path} to evaluate without tracker logging.")
     return state
 
 

@@ -98,7 +98,8 @@ def plot_history(history: pd.DataFrame, out: Path) -> Path:
     axes[1].plot(e, history["val_roc_auc"], "o-", color="C2")
     axes[2].plot(e, history["val_pr_auc"], "o-", color="C3")
     axes[3].plot(e, history["lr"], "o-", color="C4")
-    axes[3].set_yscale("log")
+    if (history["lr"] > 0).all():  # a log axis needs positive rates (an lr of 0 is legal)
+        axes[3].set_yscale("log")
     boundary = history.loc[history["phase"] == 2, "epoch"]
     for ax, title in zip(axes, ["loss", "val ROC-AUC", "val PR-AUC (average precision)", "learning rate"]):
         ax.set_title(title)
