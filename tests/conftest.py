@@ -44,3 +44,17 @@ def write_dataset(root: Path, rows: list[dict], images: list[str] | None = None,
 
 def rows_for(n: int, dx: str = "nv", images_per_lesion: int = 1) -> list[dict]:
     return [{"lesion_id": f"L{i // images_per_lesion:04d}", "image_id": f"I{i:04d}", "dx": dx} for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def external_data(tmp_path_factory) -> Path:
+    """A second synthetic dataset ("another site": other seed, ids prefixed EXT so none is a training image of
+    models trained on ``demo_data``); read-only."""
+    from skinlesion.data.synthetic import make_demo_data
+    root = make_demo_data(tmp_path_factory.mktemp("site") / "data", n=200, seed=11, progress=False)
+    meta = pd.read_csv(root / "HAM10000_metadata.csv", dtype=str)
+    for image_id in meta["image_id"]:
+        (root / "images" / f"{image_id}.jpg").rename(root / "images" / f"EXT{image_id}.jpg")
+    meta["image_id"], meta["lesion_id"] = "EXT" + meta["image_id"], "EXT" + meta["lesion_id"]
+    meta.to_csv(root / "HAM10000_metadata.csv", index=False)
+    return root

@@ -55,7 +55,7 @@ def test_evaluate_run_writes_metrics_report_and_card(trained_run):
     assert {"sex", "age", "localization", "probability_calibrated"} <= set(preds.columns)
     assert {"sex", "age_band", "localization"} == set(m["subgroups"])
     assert sum(r["n"] for r in m["subgroups"]["sex"]) == len(preds)
-    assert m["calibration"]["temperature"] > 0 and "calibrated" in m
+    assert m["calibration"]["calibration"]["slope"] > 0 and "calibrated" in m  # slope + intercept (Platt)
     c = m["confusion_at_threshold"]
     assert c["tp"] + c["fp"] + c["tn"] + c["fn"] == len(preds)
     html = result.report.read_text()
@@ -69,7 +69,8 @@ def test_evaluate_run_writes_metrics_report_and_card(trained_run):
         assert section in card, section
     bundle = json.loads((trained_run / "bundle/config.json").read_text())
     assert bundle["metrics"]["test"]["roc_auc"]["value"] == m["at_threshold"]["roc_auc"]["value"]
-    assert bundle["calibration"]["temperature"] == m["calibration"]["temperature"]
+    assert {k: bundle["calibration"][k] for k in ("slope", "intercept", "offset")} == \
+        {k: m["calibration"]["calibration"][k] for k in ("slope", "intercept", "offset")}
 
 
 def _held_out_metadata(run, demo_data, path):

@@ -359,7 +359,31 @@ def _two_site_columns(e) -> Path:
     return _csv_of(e, f"path,site,localization\n{e.image()},back,face\n")
 
 
+def _site(e, keep: str = "all") -> Path:
+    """The demo images as another site's (ids prefixed EXT, so none is a training image); ``keep`` benign."""
+    def edit(meta, root):
+        for image_id in meta["image_id"]:
+            (root / "images" / f"{image_id}.jpg").rename(root / "images" / f"EXT{image_id}.jpg")
+        meta = meta.assign(image_id="EXT" + meta["image_id"], lesion_id="EXT" + meta["lesion_id"])
+        return meta[meta["dx"].isin(["nv", "bkl", "df", "vasc"])] if keep == "benign" else meta
+    return e.dataset(f"site-{keep}", edit)
+
+
+def _adapt(*flags, data=_site):
+    return lambda e: ["adapt", "--model", str(e.bundle), "--data", str(data(e)), "--out", str(e.tmp / "adapted"),
+                      "--bootstrap", "20", *flags]
+
+
 ROUND2_CASES = [
+    Case("adapt-no-malignant", _adapt(data=lambda e: _site(e, "benign")), r"0 malignant.*needs both.*--unlabelled"),
+    Case("adapt-training-images", _adapt(data=lambda e: e.data), r"were used to train or select this model"),
+    Case("adapt-target-0", _adapt("--target-sensitivity", "0"), r"--target-sensitivity must be a fraction in \(0, 1\]"),
+    Case("adapt-target-1.5", _adapt("--target-sensitivity", "1.5"), r"--target-sensitivity must be a fraction"),
+    Case("adapt-out-is-the-bundle", lambda e: ["adapt", "--model", str(e.bundle), "--data", str(_site(e)), "--out",
+                                               str(e.bundle)], r"inside the model bundle|replace the original bundle"),
+    Case("evaluate-adapt-fraction-1", lambda e: ["evaluate", "--model", str(e.bundle), "--data", str(_site(e)),
+                                                 "--out", str(e.tmp / "ev"), "--adapt-fraction", "1"],
+         r"--adapt-fraction must leave images to score"),
     Case("train-pickled-weights", lambda e: _train("--weights", str(_pickled_weights(e)))(e),
          r"refused.*could run arbitrary code.*Remedy:.*safetensors"),
     Case("train-resume-nothing", lambda e: ["train", "--out", str(_prepared(e)), "--resume"],

@@ -169,7 +169,7 @@ def test_resume_of_a_finished_tuned_run_keeps_threshold_and_calibration(base, tm
     run = _copy(base, tmp_path)
     evaluate_run(run, calibrate=True, n_boot=10, num_workers=0, progress=False)
     before = json.loads((run / "bundle/config.json").read_text())
-    assert before["threshold"]["target_sensitivity"] == 0.9 and before["calibration"]["temperature"] > 0
+    assert before["threshold"]["target_sensitivity"] == 0.9 and before["calibration"]["slope"] > 0
     assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0  # config.yaml supplies every setting
     after = json.loads((run / "bundle/config.json").read_text())
     assert after["threshold"] == before["threshold"] and after["calibration"] == before["calibration"]

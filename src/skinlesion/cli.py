@@ -95,13 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing", type=float, default=0.0, metavar="FRACTION", help="with --data (default: 0)")
     p.add_argument("--out", metavar="DIR", help="output folder for --model evaluations")
     p.add_argument("--tta", action="store_true", help="average predictions over flips and a rotation")
-    p.add_argument("--calibrate", action="store_true", help="fit temperature scaling on validation, store it in the bundle")
+    p.add_argument("--adapt-fraction", type=float, default=None, metavar="F", help="with --model: adapt the "
+                   "operating point on a lesion-grouped fraction F of each --data set and score the rest, unadapted "
+                   "and adapted side by side")
+    p.add_argument("--calibrate", action="store_true", help="refit the calibration (prior offset + slope/intercept) on validation, store it in the bundle")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="lesion-level bootstrap resamples (default: 1000)")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
     p.set_defaults(func=cmd_evaluate, lock="run_dir")
 
     from .cli_data import add_data_verbs
+    from .cli_site import add_site_verbs
     add_data_verbs(verb)
+    add_site_verbs(verb)
 
     p = verb("compare", "headline metrics of runs side by side with a paired bootstrap ROC-AUC test")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -248,7 +253,8 @@ def cmd_evaluate(args, cfg) -> int:
                 raise ConfigError("--metadata/--columns name one CSV; with several --data each folder must be "
                                   "recognised by itself (--format auto). Remedy: drop them, or evaluate that set alone.")
             results, page = evaluate_externals(args.model, args.data, args.out, args.allow_missing, args.tta,
-                                               args.bootstrap, args.num_workers, progress=not args.quiet, spec=spec)
+                                               args.bootstrap, args.num_workers, progress=not args.quiet, spec=spec,
+                                               adapt_fraction=args.adapt_fraction)
             for name, _, r in results:
                 print(f"{name}: " + format_headline(r.metrics))
                 if r.metrics.get("threshold_drift", {}).get("flag"):
@@ -256,7 +262,8 @@ def cmd_evaluate(args, cfg) -> int:
             print(f"report: {page}")
             return 0
         result = evaluate_external(args.model, args.data[0], args.out, args.metadata, args.allow_missing, args.tta,
-                                   args.bootstrap, num_workers=args.num_workers, progress=not args.quiet, spec=spec)
+                                   args.bootstrap, num_workers=args.num_workers, progress=not args.quiet, spec=spec,
+                                   adapt_fraction=args.adapt_fraction)
     elif args.run_dir:
         result = evaluate_run(args.run_dir, args.split, args.tta, args.calibrate, args.bootstrap,
                               num_workers=args.num_workers, progress=not args.quiet)
@@ -301,6 +308,9 @@ def cmd_run(args, cfg) -> int:
 
 def cmd_predict(args, cfg) -> int:
     from .inference.predict import predict_files
+    if not args.quiet:
+        from .inference.bundle import operating_point_line, read_config
+        print(operating_point_line(read_config(Path(args.model))), file=sys.stderr)
     frame, failed = predict_files(args.model, args.inputs, args.out, args.tta, args.batch_size, args.num_workers,
                                   progress=not args.quiet)
     if args.out:

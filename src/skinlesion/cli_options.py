@@ -158,5 +158,9 @@ def check_args(args) -> None:
         if name in vars(args) and "." not in name and not check(getattr(args, name)):
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} must be {what}, got {getattr(args, name)!r}. Remedy: {flag} {remedy}")
-    if "target_sensitivity" in vars(args):
+    if vars(args).get("target_sensitivity") is not None:
         check_fraction("--target-sensitivity", args.target_sensitivity)
+    if vars(args).get("adapt_fraction") is not None:
+        check_fraction("--adapt-fraction", args.adapt_fraction)
+        if args.adapt_fraction >= 1:
+            raise ConfigError("--adapt-fraction must leave images to score, got 1. Remedy: --adapt-fraction 0.3")

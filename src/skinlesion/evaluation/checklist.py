@@ -66,8 +66,9 @@ def checklist(metrics: dict, config: dict, split: dict | None = None) -> list[It
              ", ".join(f"{k} {v}" for k, v in recipe.items()) if recipe else "see the run's config.yaml"),
         Item("Decision threshold", "CLAIM 27", FILLED, f"{metrics['threshold']['value']:.4f}: {metrics['threshold']['source']}"),
         Item("Calibration", "TRIPOD+AI 12e, 23a", FILLED,
-             (f"temperature scaling, T = {metrics['calibration']['temperature']:.3f} fit on validation; "
-              if (metrics.get("calibration") or {}).get("temperature") else "not recalibrated; ")
+             (f"{(metrics['calibration']['calibration'] or {}).get('method')} "
+              f"({(metrics['calibration']['calibration'] or {}).get('formula')}), fit on validation; "
+              if (metrics.get("calibration") or {}).get("calibration") else "not recalibrated; ")
              + "Brier score, ECE and a reliability diagram are reported"),
         Item("Performance with confidence intervals", "TRIPOD+AI 23a; CLAIM 29-30", FILLED,
              f"{metrics['data']}: {metrics['n_images']} images; every metric with a 95% lesion-bootstrap CI "

@@ -12,7 +12,7 @@ import torch
 from .. import console
 from .. import atomic
 from ..data.cache import CachedImages, build_cache, default_num_workers
-from ..data.formats import recorded_table
+from ..data.formats import TableSpec, recorded_table
 from ..data.metadata import DataError, load_dataset
 from ..data.run import RunContext, binding, check_binding, check_run_dir, open_run, read_json
 from ..inference.bundle import Bundle, check_inference_mode, load_bundle, overlap_with_training, update_config
@@ -20,7 +20,7 @@ from ..paths import check_not_a_run, check_outputs
 from ..inference.predictor import Predictor, forward_probs, prediction_frame
 from ..labels import label_for
 from . import plots
-from .calibration import apply_temperature, fit_temperature
+from .calibration import Calibration, fit_for_bundle
 from .summary import check_resamples, summarize
 from ..tables import read_csv_exact
 
@@ -59,10 +59,6 @@ def predict_split(bundle: Bundle, split: pd.DataFrame, which: str, tta: bool, ba
     ds = CachedImages(cache, rows_idx, targets, bundle.preprocessing.eval_transform())
     meta = bundle.encode_metadata(split.iloc[rows_idx]) if use_metadata else None
     return predict_frame(bundle.model, ds, split.iloc[rows_idx], bundle.task, batch_size, workers, tta, meta)
-
-
-def _fit_temperature(val_preds: pd.DataFrame) -> float:
-    return fit_temperature(val_preds["label"].to_numpy(), val_preds["probability"].to_numpy())
 
 
 def run_context(run_dir: Path, bundle: Bundle, columns: tuple[str, ...] = ()) -> tuple[RunContext, pd.DataFrame]:
@@ -133,20 +129,21 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
         from .cv_eval import cv_section
         extra["cv"] = cv_section(run_dir, bundle, split, preds, lambda b: predict_split(
             b, split, split_name, tta, batch_size, workers, cache_dir, False), n_boot, seed)
-    temperature = (bundle.config.get("calibration") or {}).get("temperature")
+    entry = bundle.config.get("calibration")
     if calibrate:
         val_preds = bound_val_predictions(ctx) if not tta else \
             predict_split(bundle, split, "val", tta, batch_size, workers, cache_dir, progress)
-        temperature = _fit_temperature(val_preds)
+        entry = fit_for_bundle(bundle.config, val_preds["label"], val_preds["probability"], "val",
+                               {"tta": tta, **binding(ctx)})
+    cal = Calibration.from_config(entry)
     cols = [c for c in META_COLUMNS if c in split.columns and c not in preds.columns]  # for subgroup tables
     preds = preds.merge(split[["image_id", *cols]], on="image_id", how="left") if cols else preds
     out_dir = run_dir if split_name == "test" else run_dir / f"eval-{split_name}"
-    result = _finish(bundle, preds, out_dir, split_name, tta, temperature, n_boot, seed, run_dir, extra=extra,
+    result = _finish(bundle, preds, out_dir, split_name, tta, cal, n_boot, seed, run_dir, extra=extra,
                      paths=dict(zip(split["image_id"], split["path"])))
     changes = {}
     if calibrate:
-        changes["calibration"] = {"temperature": temperature, "fit_on": "val", "method": "temperature scaling",
-                                  "tta": tta, **binding(ctx)}
+        changes["calibration"] = entry
     if split_name == "test":
         h = result.metrics["at_threshold"]
         changes["metrics"] = {**bundle.config.get("metrics", {}), "test": {
@@ -164,7 +161,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
 def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | Path, metadata: str | None = None,
                       allow_missing: float = 0.0, tta: bool = False, n_boot: int = 1000, seed: int = 0,
                       batch_size: int = 64, num_workers: int | None = None, progress: bool = True,
-                      spec=None) -> EvalResult:
+                      spec=None, adapt_fraction: float | None = None) -> EvalResult:
     """Evaluate a bundle on every image of an external dataset in any format (``spec``: formats.TableSpec;
     no split). Images the
     model trained or was selected on are refused: that would not be an external validation."""
@@ -173,15 +170,41 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
     check_inference_mode(bundle.config, tta, str(bundle_dir))
     check_outputs([Path(out_dir)], protected=[Path(bundle_dir)], inputs=[Path(data)])
     check_not_a_run(out_dir, "evaluate --model")
-    ds = load_dataset(data, metadata, allow_missing, verify=False, progress=progress, spec=spec)
+    ds = read_site(bundle, data, spec or TableSpec(metadata=metadata), allow_missing, progress,
+                   "evaluate the run's held-out test split with `skinlesion evaluate RUN_DIR`, or remove those images "
+                   "from the external set")
+    preds = site_predictions(bundle, ds, tta, num_workers, progress, batch_size)
+    cal = Calibration.from_config(bundle.config.get("calibration"))
+    from .external import threshold_drift
+    drift = threshold_drift(preds, bundle.threshold, bundle.config["threshold"].get("target_sensitivity"))
+    extra = {"data_root": str(Path(data).resolve()), "threshold_drift": drift}
+    if adapt_fraction:
+        from .adapt import held_out_adaptation
+        target = bundle.config["threshold"].get("target_sensitivity") or 0.9
+        extra["adaptation"] = held_out_adaptation(preds, bundle.threshold, cal, target, adapt_fraction, n_boot, seed)
+    return _finish(bundle, preds, Path(out_dir), "external", tta, cal, n_boot, seed, None,
+                   data_description=f"external dataset {Path(data).resolve()} (every image, no split)",
+                   extra=extra,
+                   paths=dict(zip(ds.frame["image_id"], ds.frame["path"])))
+
+
+def read_site(bundle: Bundle, data, spec, allow_missing: float, progress: bool, remedy: str):
+    """An external (site) dataset in any format, refused if it holds images the model trained or was
+    selected on: scoring or tuning on them would overstate the model."""
+    ds = load_dataset(data, None, allow_missing, verify=False, progress=progress, spec=spec)
     if progress:
         print(f"{data}: read as {ds.table.detected}")
     seen = overlap_with_training(bundle.config, ds.frame["image_id"])
     if seen:
         raise DataError(f"{len(seen)} of the {len(ds.frame)} images in {data} were used to train or select this "
-                        f"model (e.g. {', '.join(seen[:5])}); scoring them would overstate its accuracy. Remedy: "
-                        "evaluate the run's held-out test split with `skinlesion evaluate RUN_DIR`, or remove those "
-                        "images from the external set.")
+                        f"model (e.g. {', '.join(seen[:5])}); using them would overstate its accuracy. Remedy: "
+                        f"{remedy}.")
+    return ds
+
+
+def site_predictions(bundle: Bundle, ds, tta: bool, num_workers, progress: bool, batch_size: int = 64) -> pd.DataFrame:
+    """One row per image of a site dataset: ids, label, metadata columns and the model's own (uncalibrated)
+    probability; any undecodable image is an error (a site's numbers must cover every image)."""
     predictor = Predictor(bundle, batch_size=batch_size, tta=tta, calibrated=False)
     out = predictor.predict_paths(ds.frame["path"].tolist(), default_num_workers(num_workers), progress,
                                   metadata=ds.frame)
@@ -193,13 +216,7 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
     preds["probability"] = out["probability"].to_numpy()
     for col in [c for c in out.columns if c.startswith("p_")]:
         preds[col] = out[col].to_numpy()
-    temperature = (bundle.config.get("calibration") or {}).get("temperature")
-    from .external import threshold_drift
-    drift = threshold_drift(preds, bundle.threshold, bundle.config["threshold"].get("target_sensitivity"))
-    return _finish(bundle, preds, Path(out_dir), "external", tta, temperature, n_boot, seed, None,
-                   data_description=f"external dataset {Path(data).resolve()} (every image, no split)",
-                   extra={"data_root": str(Path(data).resolve()), "threshold_drift": drift},
-                   paths=dict(zip(ds.frame["image_id"], ds.frame["path"])))
+    return preds
 
 
 def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_boot: int, seed: int) -> dict:
@@ -215,13 +232,13 @@ def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_
     return out
 
 
-def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str, tta: bool, temperature: float | None,
+def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str, tta: bool, cal: Calibration | None,
             n_boot: int, seed: int, run_dir: Path | None, data_description: str | None = None,
             extra: dict | None = None, paths: dict | None = None) -> EvalResult:
     from .report import write_model_card, write_report
     threshold = bundle.threshold
     console.step(f"evaluate: metrics with {n_boot} lesion-bootstrap resamples on {len(preds)} images")
-    metrics = summarize(preds, threshold, bundle.config["threshold"]["source"], n_boot, seed, temperature)
+    metrics = summarize(preds, threshold, bundle.config["threshold"]["source"], n_boot, seed, cal)
     metrics.update({"split": split_name, "tta": tta, "architecture": bundle.config["architecture"],
                     "task": bundle.task, "data": data_description or (
                         "train split of the run: the model's own training images, NOT a performance estimate"
@@ -230,8 +247,8 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str,
                     **(extra or {})})
     name = "test_predictions.csv" if split_name == "test" else f"{split_name}_predictions.csv"
     written = preds.copy()
-    if temperature is not None:
-        written["probability_calibrated"] = apply_temperature(written["probability"], temperature)
+    if cal is not None:
+        written["probability_calibrated"] = cal.apply(written["probability"])
     atomic.write_csv(out_dir / name, written)
     y, p = preds["label"].to_numpy(), preds["probability"].to_numpy()
     d = out_dir / "plots"

@@ -47,7 +47,8 @@ def _name(path: Path, taken: set[str]) -> str:
 
 
 def evaluate_externals(bundle_dir, datas: list[str], out_dir, allow_missing: float = 0.0, tta: bool = False,
-                       n_boot: int = 1000, num_workers=None, progress: bool = True, spec=None) -> tuple[list, Path]:
+                       n_boot: int = 1000, num_workers=None, progress: bool = True, spec=None,
+                       adapt_fraction: float | None = None) -> tuple[list, Path]:
     """``evaluate --model BUNDLE --data D1 --data D2 ...``: OUT/<name>/ per dataset plus OUT/report.html and
     OUT/external_summary.json with the side-by-side table and the threshold drift of each set."""
     from .evaluate import evaluate_external
@@ -64,7 +65,8 @@ def evaluate_externals(bundle_dir, datas: list[str], out_dir, allow_missing: flo
     for d in datas:
         name = _name(Path(d), taken)
         results.append((name, d, evaluate_external(bundle_dir, d, out_dir / name, None, allow_missing, tta, n_boot,
-                                                   num_workers=num_workers, progress=progress, spec=spec)))
+                                                   num_workers=num_workers, progress=progress, spec=spec,
+                                                   adapt_fraction=adapt_fraction)))
     rows = [summary_row(name, d, r.metrics) for name, d, r in results]
     atomic.write_json(out_dir / "external_summary.json", {"bundle": str(Path(bundle_dir).resolve()), "datasets": rows})
     return results, write_summary_page(out_dir, rows, results[0][2].metrics)
@@ -75,7 +77,35 @@ def summary_row(name: str, data: str, m: dict) -> dict:
     return {"dataset": name, "data": str(Path(data).resolve()), "n_images": m["n_images"], "n_malignant": m["n_malignant"],
             **{k: h[k] for k in ("roc_auc", "pr_auc", "sensitivity", "specificity")},
             "per_dx": {r["dx"]: r["called_malignant"]["value"] for r in m["per_dx"]},
-            "drift": m.get("threshold_drift")}
+            "drift": m.get("threshold_drift"), "adaptation": _adaptation_row(m.get("adaptation")),
+            "ece": (m.get("calibration") or {}).get("raw", {}).get("ece"),
+            "ece_calibrated": ((m.get("calibration") or {}).get("calibrated") or {}).get("ece")}
+
+
+def _adaptation_table(rows: list[dict], f, num) -> str:
+    """Per set: calibration (ECE before/after) and, with --adapt-fraction, unadapted vs adapted operating points
+    on the part of the set that was not used to adapt."""
+    head = ["dataset", "ECE raw", "ECE calibrated", "adapted on", "scored on", "sensitivity unadapted",
+            "specificity unadapted", "sensitivity adapted", "specificity adapted", "ECE, intercept re-fit at site"]
+    body = ""
+    for r in rows:
+        a = r.get("adaptation") or {}
+        cells = [r["dataset"], num(r.get("ece")), num(r.get("ece_calibrated"))]
+        cells += [f"{a['adapt_images']} images", f"{a['scored_images']} ({a['scored_malignant']} malignant)",
+                  f(a["unadapted_sensitivity"]), f(a["unadapted_specificity"]), f(a["adapted_sensitivity"]),
+                  f(a["adapted_specificity"]), num(a["ece"]["intercept_refit_at_site"])] if a else ["-"] * 7
+        body += "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+    return ("<h2>Calibration and adaptation at each site</h2><p>With <code>--adapt-fraction</code>, each set's "
+            "threshold is re-tuned on a lesion-grouped part and every figure here is scored on the rest only.</p>"
+            f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{body}</table>")
+
+
+def _adaptation_row(a: dict | None) -> dict | None:
+    if not a:
+        return None
+    return {k: a[k] for k in ("fraction", "adapt_images", "scored_images", "scored_malignant", "ece")} | {
+        f"{w}_{m}": a[w][m] for w in ("unadapted", "adapted") for m in ("sensitivity", "specificity")} | {
+        "adapted_threshold": a["adapted"]["threshold"]}
 
 
 def write_summary_page(out_dir: Path, rows: list[dict], first: dict) -> Path:
@@ -103,6 +133,7 @@ def write_summary_page(out_dir: Path, rows: list[dict], first: dict) -> Path:
             f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{body}</table>"
             + "".join(f"<p class='flag'>{html.escape(r['dataset'])}: {html.escape(r['drift']['flag'])}</p>"
                       for r in rows if (r["drift"] or {}).get("flag"))
+            + _adaptation_table(rows, f, num)
             + f"<h2>Share called malignant, by dx</h2><table><tr><th>dataset</th>{''.join(f'<th>{d}</th>' for d in dx)}"
             f"</tr>{dx_body}</table><h2>Per-dataset reports</h2><ul>{links}</ul></body></html>")
     return atomic.write_text(out_dir / "report.html", page)

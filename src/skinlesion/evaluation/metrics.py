@@ -97,11 +97,24 @@ def brier(y_true, prob) -> float:
     return float(brier_score_loss(y, prob)) if len(y) else math.nan
 
 
+def top_label_ece(y_true, prob, n_bins: int = 10) -> float:
+    """ECE in the top-label convention (Guo et al. 2017): confidence = max(p, 1 - p) of the predicted class
+    (p >= 0.5: malignant), accuracy = whether that class is right; equal-width bins over [0.5, 1]."""
+    y, p = np.asarray(y_true, dtype=float), np.asarray(prob, dtype=float)
+    if len(y) == 0:
+        return math.nan
+    conf = np.maximum(p, 1 - p)
+    correct = ((p >= 0.5) == (y == 1)).astype(float)
+    bins = np.clip(((conf - 0.5) * 2 * n_bins).astype(int), 0, n_bins - 1)
+    return float(sum((bins == b).mean() * abs(correct[bins == b].mean() - conf[bins == b].mean())
+                     for b in range(n_bins) if (bins == b).any()))
+
+
 def ranking_metrics(y_true, prob) -> dict[str, float]:
-    """Threshold-free metrics: ROC-AUC, PR-AUC, pauc_above_tpr80, Brier score, ECE."""
+    """Threshold-free metrics: ROC-AUC, PR-AUC, pauc_above_tpr80, Brier score, ECE (both conventions)."""
     return {"roc_auc": roc_auc(y_true, prob), "pr_auc": pr_auc(y_true, prob),
             "pauc_above_tpr80": auc_above_sensitivity(y_true, prob, 0.80), "brier": brier(y_true, prob),
-            "ece": expected_calibration_error(y_true, prob)}
+            "ece": expected_calibration_error(y_true, prob), "ece_top_label": top_label_ece(y_true, prob)}
 
 
 def all_metrics(y_true, prob, threshold: float) -> dict[str, float]:
@@ -146,6 +159,9 @@ METRIC_DEFINITIONS = {
     "accuracy": ("0-1", "share of images whose decision is correct"),
     "balanced_accuracy": ("0-1 (0.5 = chance)", "mean of sensitivity and specificity"),
     "brier": ("0-1 (lower is better)", "mean squared difference between probability and the 0/1 label"),
-    "ece": ("0-1 (lower is better)", "expected calibration error of p(malignant): 10 equal-width bins, "
-            "|mean probability - malignant share| weighted by the bin's share of images"),
+    "ece": ("0-1 (lower is better)", "expected calibration error, malignant-class convention: 10 equal-width "
+            "bins of p(malignant), |mean probability - malignant share| weighted by the bin's share of images"),
+    "ece_top_label": ("0-0.5 (lower is better)", "expected calibration error, top-label convention (Guo et al. "
+                      "2017): confidence of the predicted class max(p, 1-p) against its accuracy, 10 bins over "
+                      "[0.5, 1]"),
 }

@@ -82,7 +82,7 @@ def reliability_plot(calibration: dict, path: Path) -> Path:
     ax.plot(r["mean_predicted"], r["observed"], "o-", label="model")
     if "reliability_calibrated" in calibration:
         rc = calibration["reliability_calibrated"]
-        ax.plot(rc["mean_predicted"], rc["observed"], "s-", label=f"temperature {calibration['temperature']:.2f}")
+        ax.plot(rc["mean_predicted"], rc["observed"], "s-", label="calibrated")
     ax.set(xlabel="mean predicted p(malignant)", ylabel="observed malignant fraction", title="Reliability")
     ax.legend()
     return _save(fig, path)
@@ -97,4 +97,20 @@ def per_dx_plot(rows: list[dict], threshold: float, path: Path) -> Path:
     hi = [(r["called_malignant"]["ci_high"] or v) - v for v, r in zip(vals, rows)]
     ax.bar(names, vals, yerr=[lo, hi], capsize=3, color=["#e8604c" if r["malignant"] else "#4c9be8" for r in rows])
     ax.set(ylim=(0, 1), ylabel="share called malignant", title=f"Per dx at threshold {threshold:.3g} (red: malignant dx)")
+    return _save(fig, path)
+
+
+def local_cases_plot(curve: list[dict], target: float, path: Path) -> Path:
+    """`adapt`'s "how many local cases" curve: the sensitivity an adapted threshold reaches on held-out site
+    images (mean and 95% range over repeated draws) against the number of local malignant cases tuned on."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    n = [r["malignant_cases"] for r in curve]
+    ax.fill_between(n, [r["sensitivity_low"] for r in curve], [r["sensitivity_high"] for r in curve], alpha=0.25,
+                    label="95% range over draws")
+    ax.plot(n, [r["sensitivity_mean"] for r in curve], "o-", label="mean")
+    ax.axhline(target, color="grey", ls=":", label=f"target {target:g}")
+    ax.set(xscale="log", xlabel="local malignant cases used to tune the threshold",
+           ylabel="sensitivity on the rest of the site", title="How many local cases")
+    ax.legend(fontsize=8)
     return _save(fig, path)

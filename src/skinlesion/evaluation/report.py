@@ -69,6 +69,18 @@ def applicable_config(path: Path) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
+def _adaptation_html(a: dict) -> str:
+    num = lambda v: "n/a" if v is None else f"{v:.3f}"
+    rows = [(w, f"{a[w]['threshold']:.4f}", _fmt(a[w]["sensitivity"]), _fmt(a[w]["specificity"]))
+            for w in ("unadapted", "adapted")]
+    return (f"<h2>Adapted at this site (--adapt-fraction {a['fraction']})</h2><p>The threshold was re-tuned for "
+            f"sensitivity {a['target_sensitivity']} on {a['adapt_images']} images ({a['adapt_malignant']} malignant, "
+            f"whole lesions); both rows are scored on the other {a['scored_images']} images only. ECE there: raw "
+            f"{num(a['ece']['raw'])}, calibrated {num(a['ece']['calibrated'])}, intercept re-fit at the site "
+            f"{num(a['ece']['intercept_refit_at_site'])}.</p>"
+            + _html_table(["operating point", "threshold", "sensitivity", "specificity"], rows))
+
+
 def training_limit_notes(bundle_config: dict) -> list[str]:
     """What limited training (batch limits, early stopping), said in the card and the report."""
     lim = bundle_config.get("training_limits") or {}
@@ -173,6 +185,10 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
                      f"{drift['threshold_needed'] if drift['threshold_needed'] is None else format(drift['threshold_needed'], '.4f')} "
                      f"for the target. {html.escape(drift.get('flag') or '')}</p>")
     parts += [f"<p class='notice'>{html.escape(n)}</p>" for n in training_limit_notes(bundle_config)]
+    from ..inference.bundle import operating_point_line
+    parts.append(f"<p>{html.escape(operating_point_line(bundle_config))}</p>")
+    if metrics.get("adaptation"):
+        parts.append(_adaptation_html(metrics["adaptation"]))
     parts += ["<h2>Headline metrics</h2>", _html_table(["metric", "at tuned threshold", "at 0.5"], headline_rows(metrics)),
               "<details><summary>What each metric means</summary>"
               + _html_table(["metric", "range", "definition and source"], definition_rows()) + "</details>",
@@ -180,8 +196,11 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
               + _img(plots / f"{split}_confusion.png", "Confusion matrix") + "</div>"]
     if "calibrated" in metrics:
         c = metrics["calibrated"]["at_threshold"]
-        parts += [f"<h3>After temperature scaling (T = {metrics['calibration']['temperature']:.3f}, fit on validation)</h3>",
-                  _html_table(["metric", "before", "after"], [(k, _fmt(metrics["at_threshold"][k]), _fmt(c[k])) for k in ("brier", "ece", "roc_auc")])]
+        formula = (metrics["calibration"].get("calibration") or {}).get("formula", "")
+        parts += [f"<h3>Calibrated probabilities ({html.escape(formula)}, fit on validation; decisions unchanged)</h3>",
+                  _html_table(["metric", "before", "after"], [(k, _fmt(metrics["at_threshold"][k]), _fmt(c[k]))
+                                                              for k in ("brier", "ece", "ece_top_label", "roc_auc")
+                                                              if k in c])]
     parts += ["<h2>Calibration</h2>", "<div class='row'>" + _img(plots / f"{split}_reliability.png", "Reliability diagram")
               + _img(plots / f"{split}_thresholds.png", "Sensitivity/specificity vs threshold") + "</div>"]
     parts += ["<h2>Per diagnosis</h2><p>Share of each dx called malignant: recall for akiec/bcc/mel, false-positive rate for the others.</p>",
@@ -248,6 +267,8 @@ def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir:
                  f"{fp.get('val_images')} validation images; lesion-level split, seed {fp.get('seed')}, lesion hash "
                  f"`{str(fp.get('split_lesion_hash'))[:16]}`.")
     lines += [f"- {x}" for x in training_limit_notes(cfg)]
+    from ..inference.bundle import operating_point_line
+    lines.append(f"- {_md(operating_point_line(cfg))}")
     if run_dir is not None and (run_dir / "split.json").is_file():
         lines += ["", "```", format_table(read_json(run_dir / "split.json", "written by prepare")), "```"]
     lines += ["", f"## Evaluation: {_md(metrics['data'])}", "",

@@ -8,8 +8,9 @@ from ..data.explore import AGE_BAND_ORDER, age_band
 from ..errors import SkinlesionError
 from ..labels import ALL_DX, MALIGNANT_DX
 from .bootstrap import Estimate, bootstrap
-from .calibration import apply_temperature
-from .metrics import all_metrics, confusion, pr_auc, reliability_curve, roc_auc, threshold_metrics
+from .calibration import Calibration
+from .metrics import (all_metrics, brier, confusion, expected_calibration_error, pr_auc, reliability_curve, roc_auc,
+                      threshold_metrics, top_label_ece)
 
 SUBGROUP_COLUMNS = ("sex", "age_band", "localization")
 MIN_RESAMPLES = 10
@@ -91,19 +92,25 @@ def subgroups(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> 
     return out
 
 
-def calibration(frame: pd.DataFrame, temperature: float | None) -> dict:
-    """ECE and reliability curve, before and (with a temperature) after temperature scaling."""
+def calibration(frame: pd.DataFrame, cal: Calibration | None) -> dict:
+    """Reliability curve, ECE (both conventions) and Brier score, before and (with the bundle's calibration)
+    after calibration."""
     y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
-    out = {"temperature": temperature, "reliability": reliability_curve(y, p)}
-    if temperature is not None:
-        out["reliability_calibrated"] = reliability_curve(y, apply_temperature(p, temperature))
+    out = {"calibration": cal.to_dict() if cal else None, "reliability": reliability_curve(y, p),
+           "raw": {"ece": expected_calibration_error(y, p), "ece_top_label": top_label_ece(y, p),
+                   "brier": brier(y, p), "mean_probability": float(np.mean(p)), "prevalence": float(np.mean(y))}}
+    if cal is not None:
+        q = cal.apply(p)
+        out["reliability_calibrated"] = reliability_curve(y, q)
+        out["calibrated"] = {"ece": expected_calibration_error(y, q), "ece_top_label": top_label_ece(y, q),
+                             "brier": brier(y, q), "mean_probability": float(np.mean(q)), "prevalence": float(np.mean(y))}
     return out
 
 
 def summarize(frame: pd.DataFrame, threshold: float, threshold_source: str, n_boot: int = 1000, seed: int = 0,
-              temperature: float | None = None) -> dict:
+              cal: Calibration | None = None) -> dict:
     """The metrics.json content for one set of predictions (``probability`` is uncalibrated;
-    with ``temperature`` the calibrated metrics are reported too)."""
+    with the bundle's calibration ``cal`` the calibrated metrics are reported too)."""
     check_resamples(n_boot)
     if frame["label"].nunique() < 2:
         raise EvaluationError(f"evaluation needs both benign and malignant images; these {len(frame)} image(s) are "
@@ -117,9 +124,9 @@ def summarize(frame: pd.DataFrame, threshold: float, threshold_source: str, n_bo
         **headline(frame, threshold, n_boot, seed),
         "per_dx": per_dx(frame, threshold, n_boot, seed),
         "subgroups": subgroups(frame, threshold, n_boot, seed),
-        "calibration": calibration(frame, temperature),
+        "calibration": calibration(frame, cal),
     }
-    if temperature is not None:
-        calibrated = frame.assign(probability=apply_temperature(frame["probability"].to_numpy(), temperature))
-        result["calibrated"] = headline(calibrated, float(apply_temperature(threshold, temperature)), n_boot, seed)
+    if cal is not None:
+        calibrated = frame.assign(probability=cal.apply(frame["probability"].to_numpy()))
+        result["calibrated"] = headline(calibrated, float(cal.apply(threshold)), n_boot, seed)
     return result

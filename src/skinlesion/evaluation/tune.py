@@ -7,6 +7,7 @@ from pathlib import Path
 from .. import atomic
 from ..data.run import binding, check_run_dir
 from ..inference.bundle import load_bundle, update_config
+from .calibration import Calibration, fit_for_bundle
 from .metrics import threshold_metrics
 from .plots import roc_plot, threshold_plot
 from .thresholds import ThresholdError, format_operating_points, operating_points, threshold_for_sensitivity
@@ -44,10 +45,13 @@ def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: b
     chosen = {"threshold": threshold, **threshold_metrics(y, p, threshold)}
     result = {"threshold": threshold, "target_sensitivity": target_sensitivity, "source_split": "val", "tta": tta,
               "n_val_images": int(len(val)), "chosen": chosen, "operating_points": table, **binding(ctx)}
+    calibration = fit_for_bundle(bundle.config, y, p, "val" + (" (TTA)" if tta else ""), {"tta": tta, **binding(ctx)})
+    calibrated_threshold = float(Calibration.from_config(calibration).apply(threshold))
+    result["calibration"], result["calibrated_threshold"] = calibration, calibrated_threshold
     update_config(run_dir / "bundle", threshold={
         "value": threshold, "source": f"val split{' (TTA)' if tta else ''}, highest threshold with sensitivity >= "
         f"{target_sensitivity}", "target_sensitivity": target_sensitivity, "tta": tta, "operating_point": chosen,
-        **binding(ctx)})
+        "calibrated_value": calibrated_threshold, **binding(ctx)}, calibration=calibration)
     atomic.write_json(run_dir / "threshold.json", result)
     roc_plot(y, p, threshold, run_dir / "plots" / "val_roc.png", title="Validation ROC (chosen threshold)")
     threshold_plot(y, p, threshold, run_dir / "plots" / "val_thresholds.png")
@@ -56,6 +60,10 @@ def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: b
 
 def format_result(result: dict) -> str:
     c = result["chosen"]
+    cal = result.get("calibration")
     return (f"threshold {result['threshold']:.4f} (val sensitivity {c['sensitivity']:.3f}, specificity "
             f"{c['specificity']:.3f}; target sensitivity {result['target_sensitivity']}"
-            f"{', with TTA' if result.get('tta') else ''})\n" + format_operating_points(result["operating_points"]))
+            f"{', with TTA' if result.get('tta') else ''})\n"
+            + (f"calibrated probabilities: {cal['formula']} ({cal['method']}, fit on {cal['n_images']} validation "
+               f"images); the threshold on that scale is {result['calibrated_threshold']:.4f}\n" if cal else "")
+            + format_operating_points(result["operating_points"]))

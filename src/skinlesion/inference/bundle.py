@@ -119,6 +119,17 @@ def save_bundle(model, config: dict, out: str | Path) -> Path:
     return out
 
 
+def operating_point_line(config: dict) -> str:
+    """Which operating point a bundle uses, in one line (predict, evaluate and the page say it)."""
+    t = config.get("threshold") if isinstance(config.get("threshold"), dict) else {}
+    site = config.get("site_adaptation") if isinstance(config.get("site_adaptation"), dict) else None
+    where = f"adapted at site {site.get('site')} on {site.get('n_images')} local images ({site.get('date')})" if site \
+        else "as tuned on the training data's validation split"
+    value = t.get("value")
+    return (f"operating point: threshold {value:.4f} " if isinstance(value, (int, float)) else "operating point: ") + \
+        f"({where}; {t.get('source')})"
+
+
 def update_config(bundle: str | Path, **changes) -> dict:
     """Update top-level keys of a bundle's config.json atomically (after validating the result)."""
     path = Path(bundle) / "config.json"
@@ -238,10 +249,14 @@ def validate_config(config: dict, cfg_path: Path) -> None:
     _check_metadata(config, cfg_path)
     _check_fields(config, cfg_path)
     cal = config.get("calibration")
-    temperature = cal.get("temperature") if isinstance(cal, dict) else cal
-    if cal is not None and (not _finite(temperature) or temperature <= 0):
-        raise BundleError(f"{cfg_path}: calibration temperature {temperature!r} must be a positive number. Remedy: "
-                          "re-run `skinlesion evaluate RUN_DIR --calibrate`, or remove the calibration key.")
+    if cal is not None:
+        keys = ("slope", "intercept", "offset") if isinstance(cal, dict) and "slope" in cal else ("temperature",)
+        values = [cal.get(k, 0.0) if isinstance(cal, dict) else cal for k in keys]
+        bad = [(k, v) for i, (k, v) in enumerate(zip(keys, values)) if not _finite(v) or (i == 0 and v <= 0)]
+        if bad:
+            raise BundleError(f"{cfg_path}: calibration {bad[0][0]} {bad[0][1]!r} must be a "
+                              f"{'positive' if bad[0][0] == keys[0] else 'finite'} number. Remedy: re-run "
+                              "`skinlesion tune-threshold RUN_DIR` (it refits the calibration), or remove the key.")
     try:
         size = int(config["preprocessing"]["image_size"])
         resize = int(config["preprocessing"]["resize_size"])

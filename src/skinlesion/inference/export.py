@@ -95,8 +95,12 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
             + (f"; metadata: float32 [batch, {encoder.dim}] encoded as described under 'metadata'" if encoder else ""),
             "metadata": encoder.to_dict() if encoder else None,
             "output": "logits: float32 [batch, %d]" % (1 if bundle.task == "binary" else 7),
-            "probability": "sigmoid(logits[:, 0])" if bundle.task == "binary" else
-            "softmax(logits); p(malignant) = p(akiec) + p(bcc) + p(mel)",
+            "probability": ("sigmoid(logits[:, 0])" if bundle.task == "binary" else
+                            "softmax(logits); p(malignant) = p(akiec) + p(bcc) + p(mel)")
+            + ("; the calibrated probability skinlesion reports is calibration.formula applied to it, with "
+               "logit(p) = log(p / (1 - p)); decisions compare the uncalibrated p with threshold (equivalently the "
+               "calibrated one with threshold_calibrated)" if bundle.config.get("calibration") else ""),
+            "threshold_calibrated": (bundle.config.get("threshold") or {}).get("calibrated_value"),
             "preprocessing": pre.to_dict(), "threshold": bundle.threshold, "task": bundle.task,
             "class_names": bundle.config["class_names"], "calibration": bundle.config.get("calibration"),
             "parity_max_abs_diff": diff, "parity_images": len(x), "opset": opset,

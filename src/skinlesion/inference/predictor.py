@@ -62,8 +62,8 @@ class Predictor:
         from .bundle import check_inference_mode
         check_inference_mode(bundle.config, tta)
         self.bundle, self.device, self.batch_size, self.tta = bundle, torch.device(device), batch_size, tta
-        calibration = bundle.config.get("calibration") or {}
-        self.temperature = calibration.get("temperature") if calibrated else None
+        from ..evaluation.calibration import Calibration
+        self.calibration = Calibration.from_config(bundle.config.get("calibration")) if calibrated else None
         # channels_last: ~1.3-1.7x faster on CPU for these CNNs (measured in benchmarks/bench_infer.py)
         self.model = bundle.model.to(self.device, memory_format=torch.channels_last).eval()
         self.pre = bundle.preprocessing
@@ -75,11 +75,10 @@ class Predictor:
 
     @property
     def threshold(self) -> float:
-        """The bundle's threshold, expressed on the (temperature-scaled, if calibrated) probability scale."""
-        if self.temperature is None:
+        """The bundle's threshold, expressed on the (calibrated, if the bundle is) probability scale."""
+        if self.calibration is None:
             return self.bundle.threshold
-        from ..evaluation.calibration import apply_temperature
-        return float(apply_temperature(self.bundle.threshold, self.temperature))
+        return float(self.calibration.apply(self.bundle.threshold))
 
     def square(self, image) -> torch.Tensor:
         """Path, PIL image or HxWx3 / HxW array -> the bundle's cached square uint8 form."""
@@ -115,7 +114,7 @@ class Predictor:
                            np.concatenate(classes) if classes else np.zeros((0, 2)))
 
     def to_frame(self, prob: np.ndarray, classes: np.ndarray) -> pd.DataFrame:
-        """Rows of probability (temperature-scaled if the bundle is calibrated), decision, threshold.
+        """Rows of probability (calibrated if the bundle is; then also probability_raw), decision, threshold.
 
         The decision compares the model's own probability with the tuned threshold in float64, exactly as
         tune-threshold did, so calibration (monotonic) never flips an image sitting on the threshold. For a
@@ -123,12 +122,14 @@ class Predictor:
         calibrated probability."""
         raw = prob = np.asarray(prob, dtype=np.float64)
         decision = np.where(raw >= self.bundle.threshold, "malignant", "benign")
-        if self.temperature is not None:
-            from ..evaluation.calibration import apply_temperature, rescale_classes
-            prob = apply_temperature(raw, self.temperature)
+        if self.calibration is not None:
+            from ..evaluation.calibration import rescale_classes
+            prob = self.calibration.apply(raw)
             if self.bundle.task == "7class":
                 classes = rescale_classes(classes, raw, prob)
         out = pd.DataFrame({"probability": prob})
+        if self.calibration is not None:
+            out["probability_raw"] = raw  # the model's own score, before calibration
         out["decision"] = decision
         out["threshold"] = self.threshold
         for k, v in probability_columns(self.bundle.task, classes).items():

@@ -179,6 +179,10 @@ def save_ensemble(members: list[Path], summary: dict, ctx, out: Path, combine: s
               "training_data": {**first["training_data"], **binding(ctx),
                                 "seen_image_ids": sorted({i for b in bundles for i in b.config["training_data"]
                                                           .get("seen_image_ids", [])})}}
-    config.pop("calibration", None)
+    oof = read_csv_exact(ctx.run_dir / "oof_predictions.csv", REMEDY_REFOLD, ("label", "probability"))
+    from ..evaluation.calibration import Calibration, fit_for_bundle
+    config["calibration"] = fit_for_bundle(first, oof["label"], oof["probability"], "out-of-fold predictions",
+                                           binding(ctx))
+    config["threshold"]["calibrated_value"] = float(Calibration.from_config(config["calibration"]).apply(thr["value"]))
     with torch.no_grad():
         return save_bundle(model, config, out)

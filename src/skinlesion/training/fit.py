@@ -321,6 +321,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         config["metadata"] = st.encoder.to_dict()
     config["recipe"] = {k: getattr(t, k) for k in ("recipe", *LOCKED_KEYS[LOCKED_KEYS.index("schedule"):],
                                                      "phases", "epochs", "lr")}
+    train_labels = split["label"].iloc[data.train_idx]
+    config["training_prior"] = {  # what class weighting did to the logits: undone by the calibration's offset
+        "pos_weight": float(data.loss_weight.item()) if t.task == "binary" and data.loss_weight is not None else None,
+        "balanced_sampler": bool(t.balanced_sampler), "train_prevalence": float(train_labels.mean()),
+        "label_smoothing": float(t.label_smoothing), "mixup": float(t.mixup), "cutmix": float(t.cutmix)}
     config["training_limits"] = {  # every setting that limits training, for the card and report to state
         "limit_train_batches": t.limit_train_batches, "epochs_planned": int(t.epochs), "epochs_run": int(offset),
         "early_stopped": int(offset) < int(t.epochs), "train_images": int(len(data.train_idx)),

@@ -1,0 +1,117 @@
+"""Numbers at the user's own site, as pure functions of labels, probabilities and lesion groups: the operating
+point re-tuned on a local sample with an honest estimate of what it will give, how many local malignant cases
+that needs, and (without labels) the site's malignant prevalence by EM prior adjustment.
+
+Honesty: a threshold tuned on n local cases and scored on the same cases reads the target back. The expected
+sensitivity/specificity are therefore out-of-bag: in each lesion-bootstrap resample the threshold is tuned on
+the resample and scored on the lesions the resample left out (Efron's .632-style out-of-bag estimate, without
+the .632 blend), and the 95% interval is over resamples.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .bootstrap import Estimate, lesion_resamples
+from .metrics import threshold_metrics
+from .thresholds import ThresholdError, threshold_for_sensitivity
+
+
+def _sens_spec(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float, float]:
+    m = threshold_metrics(y, p, t)
+    return float(m["sensitivity"]), float(m["specificity"])
+
+
+def out_of_bag(y, p, groups, target: float, n_boot: int = 500, seed: int = 0) -> dict:
+    """Expected sensitivity and specificity of a threshold tuned for ``target`` on a sample like this one:
+    tuned on each lesion resample, scored on its out-of-bag lesions. Returns Estimates (mean, 95% interval)."""
+    y, p, groups = np.asarray(y), np.asarray(p, dtype=float), np.asarray(groups)
+    sens, spec = [], []
+    for idx in lesion_resamples(groups, n_boot, seed):
+        oob = np.ones(len(y), dtype=bool)
+        oob[idx] = False
+        if y[idx].sum() == 0 or y[oob].sum() == 0 or (1 - y[oob]).sum() == 0:
+            continue
+        t = threshold_for_sensitivity(y[idx], p[idx], target)
+        s, c = _sens_spec(y[oob], p[oob], t)
+        sens.append(s)
+        spec.append(c)
+    est = lambda v: Estimate(float(np.mean(v)), *map(float, np.quantile(v, [0.025, 0.975]))) if v else \
+        Estimate(math.nan, math.nan, math.nan)
+    return {"sensitivity": est(sens), "specificity": est(spec), "resamples": len(sens)}
+
+
+def local_cases_curve(y, p, groups, target: float, sizes=(10, 25, 50, 100, 200, 400), repeats: int = 200,
+                      seed: int = 0) -> list[dict]:
+    """For each number n of local malignant cases: draw n malignant lesions (and benign lesions in the
+    sample's own ratio), tune the threshold on them, score sensitivity on every lesion not drawn; the spread of
+    that sensitivity over ``repeats`` draws (95% interval half-width) is how precisely n cases pin the
+    operating point. Sizes above what the sample can spare (half its malignant lesions) are left out."""
+    y, p, groups = np.asarray(y), np.asarray(p, dtype=float), np.asarray(groups)
+    lesions, inverse = np.unique(groups, return_inverse=True)
+    lesion_label = np.zeros(len(lesions), dtype=int)
+    np.maximum.at(lesion_label, inverse, y.astype(int))
+    mal, ben = np.flatnonzero(lesion_label == 1), np.flatnonzero(lesion_label == 0)
+    ratio = len(ben) / max(len(mal), 1)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in sizes:
+        if n > len(mal) // 2:
+            continue
+        achieved = []
+        for _ in range(repeats):
+            chosen = np.zeros(len(lesions), dtype=bool)
+            chosen[rng.choice(mal, n, replace=False)] = True
+            chosen[rng.choice(ben, min(len(ben) - 1, int(round(n * ratio))), replace=False)] = True
+            pick = chosen[inverse]
+            try:
+                t = threshold_for_sensitivity(y[pick], p[pick], target)
+            except ThresholdError:
+                continue
+            achieved.append(_sens_spec(y[~pick], p[~pick], t)[0])
+        if achieved:
+            lo, hi = np.quantile(achieved, [0.025, 0.975])
+            rows.append({"malignant_cases": int(n), "benign_cases": int(round(n * ratio)),
+                         "sensitivity_mean": float(np.mean(achieved)), "sensitivity_low": float(lo),
+                         "sensitivity_high": float(hi), "ci_half_width": float((hi - lo) / 2),
+                         "repeats": len(achieved)})
+    return rows
+
+
+def em_prevalence(p, train_prevalence: float, tol: float = 1e-8, max_iter: int = 1000) -> tuple[float, np.ndarray]:
+    """Saerens, Latinne & Decaestecker (2002): the prevalence at a new site from posteriors ``p`` that are
+    calibrated at ``train_prevalence``, by EM on the priors; returns (prevalence, adjusted posteriors)."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9)
+    pi0 = min(max(train_prevalence, 1e-6), 1 - 1e-6)
+    pi = pi0
+    for _ in range(max_iter):
+        a, b = pi / pi0 * p, (1 - pi) / (1 - pi0) * (1 - p)
+        q = a / (a + b)
+        new = float(q.mean())
+        if abs(new - pi) < tol:
+            pi = new
+            break
+        pi = new
+    a, b = pi / pi0 * p, (1 - pi) / (1 - pi0) * (1 - p)
+    return pi, a / (a + b)
+
+
+def unlabelled_estimate(p, groups, train_prevalence: float, threshold_p: float, n_boot: int = 500,
+                        seed: int = 0) -> dict:
+    """EM prevalence with a lesion-bootstrap 95% interval, and the PPV/NPV the current operating point is
+    expected to give there (from the prior-adjusted posteriors of the images above / below it)."""
+    p, groups = np.asarray(p, dtype=float), np.asarray(groups)
+
+    def one(idx):
+        pi, q = em_prevalence(p[idx], train_prevalence)
+        above = p[idx] >= threshold_p
+        ppv = float(q[above].mean()) if above.any() else math.nan
+        npv = float(1 - q[~above].mean()) if (~above).any() else math.nan
+        return pi, ppv, npv, float(above.mean())
+
+    point = one(np.arange(len(p)))
+    draws = np.array([one(idx) for idx in lesion_resamples(groups, n_boot, seed)])
+    ci = lambda k: tuple(float(v) for v in np.nanquantile(draws[:, k], [0.025, 0.975]))
+    names = ("prevalence", "expected_ppv", "expected_npv", "called_malignant")
+    return {n: Estimate(point[k], *ci(k)) for k, n in enumerate(names)}
