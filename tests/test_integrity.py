@@ -375,6 +375,8 @@ def _adapt(*flags, data=_site):
 
 
 ROUND2_CASES = [
+    Case("evaluate-threshold-json-damaged", _evaluate(plant=lambda e: (e.run / "threshold.json").write_text(
+        '{"operating_points": [{"operating_point": "x", "threshold": "high"}]}')), r"threshold.json: its operating_points"),
     Case("adapt-no-malignant", _adapt(data=lambda e: _site(e, "benign")), r"0 malignant.*needs both.*--unlabelled"),
     Case("adapt-training-images", _adapt(data=lambda e: e.data), r"were used to train or select this model"),
     Case("adapt-target-0", _adapt("--target-sensitivity", "0"), r"--target-sensitivity must be a fraction in \(0, 1\]"),

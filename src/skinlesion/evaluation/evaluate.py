@@ -110,7 +110,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
                         "do not exist (every image was in some member's training data). Remedy: drop --calibrate.")
     ctx, split = run_context(run_dir, bundle, META_COLUMNS)
     if (run_dir / "threshold.json").is_file():  # the report reads it: check it before anything is written
-        read_json(run_dir / "threshold.json", "written by tune-threshold")
+        check_threshold_file(run_dir / "threshold.json")
     if split_name == "test":  # test metrics go to the run's trackers: check their record before writing
         from ..tracking import check_tracking
         check_tracking(run_dir)
@@ -186,6 +186,20 @@ def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | P
                    data_description=f"external dataset {Path(data).resolve()} (every image, no split)",
                    extra=extra,
                    paths=dict(zip(ds.frame["image_id"], ds.frame["path"])))
+
+
+def check_threshold_file(path: Path) -> dict:
+    """threshold.json as tune-threshold writes it: a list of operating points, each with the numbers the
+    report prints; anything else names the file."""
+    data = read_json(path, "written by tune-threshold")
+    keys = ("threshold", "sensitivity", "specificity", "ppv", "npv", "f1", "predicted_positive_rate")
+    rows = data.get("operating_points", [])
+    ok = isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("operating_point"), str) and all(
+        isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in keys) for r in rows)
+    if not ok:
+        raise DataError(f"{path}: its operating_points are damaged (each needs operating_point and the numbers "
+                        f"{', '.join(keys)}). Remedy: re-create it with `skinlesion tune-threshold {path.parent}`.")
+    return data
 
 
 def read_site(bundle: Bundle, data, spec, allow_missing: float, progress: bool, remedy: str):
