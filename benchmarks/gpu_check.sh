@@ -14,19 +14,23 @@ cd "$(dirname "$0")/.."
 DATA=".gpu-data/ham10000-lowres"
 [ -d "$DATA" ] || DATA="../shared/data/ham10000-lowres"
 [ -d "$DATA" ] || { echo "no ham10000-lowres found (.gpu-data/ or ../shared/data/)" >&2; exit 2; }
-if ! python -c "import skinlesion" 2>/dev/null; then
-  python -m pip install -q -e . >/dev/null
+# the interpreter this machine has: $PYTHON, else python3, else python (GPU images often lack `python`)
+PY="${PYTHON:-$(command -v python3 || command -v python)}"
+[ -n "$PY" ] || { echo "no python3 or python on PATH (set PYTHON=...)" >&2; exit 2; }
+if ! "$PY" -c "import skinlesion" 2>/dev/null; then
+  "$PY" -m pip install -q -e . >/dev/null
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-OUT="${OUT:-/tmp/skinlesion-gpu-check}"
-rm -rf "$OUT"; mkdir -p "$OUT"
+# never $OUT: the device tool owns that name (the folder that comes back)
+WORK="${GPU_CHECK_DIR:-/tmp/skinlesion-gpu-check}"
+rm -rf "$WORK"; mkdir -p "$WORK"
 export HF_HUB_OFFLINE=1
 for arch in resnet50 efficientnet_b0; do
   start=$(date +%s)
-  python -m skinlesion train --data "$DATA" --out "$OUT/$arch" --arch "$arch" --no-pretrained --image-size 224 \
-    --epochs 3 --phases 1 --batch-size 128 --num-workers 8 --cache-dir "$OUT/cache" --quiet --patience 10
+  "$PY" -m skinlesion train --data "$DATA" --out "$WORK/$arch" --arch "$arch" --no-pretrained --image-size 224 \
+    --epochs 3 --phases 1 --batch-size 128 --num-workers 8 --cache-dir "$WORK/cache" --quiet --patience 10
   end=$(date +%s)
-  python - "$OUT/$arch" "$arch" "$((end - start))" <<'PY'
+  "$PY" - "$WORK/$arch" "$arch" "$((end - start))" <<'PY'
 import sys, pandas as pd
 run, arch, wall = sys.argv[1], sys.argv[2], int(sys.argv[3])
 h = pd.read_csv(f"{run}/metrics.csv")
