@@ -1,6 +1,7 @@
 """Shared fixtures. Tests never touch the network: the hub is forced offline before anything imports it."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,7 +11,10 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from skinlesion.config import RunConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKINLESION_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -58,3 +62,28 @@ def external_data(tmp_path_factory) -> Path:
     meta["image_id"], meta["lesion_id"] = "EXT" + meta["image_id"], "EXT" + meta["lesion_id"]
     meta.to_csv(root / "HAM10000_metadata.csv", index=False)
     return root
+
+
+def tiny_cfg(data, tmp_path, **train_kw) -> RunConfig:
+    cfg = RunConfig()
+    base = dict(arch="simple_cnn", image_size=32, epochs=2, phase1_epochs=1, batch_size=16, lr=1e-3,
+                num_workers=0, cache_dir=str(tmp_path / "cache"), limit_train_batches=3, channels_last=False)
+    base.update(train_kw)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)),
+                               train=dataclasses.replace(cfg.train, **base))
+
+
+def state(ckpt) -> dict:
+    sd = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
+
+
+@pytest.fixture(scope="session")
+def base(demo_data, tmp_path_factory):
+    """A tiny trained and tuned run shared by the session (read-only: tests work on a copy)."""
+    from skinlesion.evaluation.tune import tune_threshold
+    from skinlesion.training.fit import train
+    tmp = tmp_path_factory.mktemp("integrity")
+    train(tiny_cfg(demo_data, tmp, epochs=2, limit_train_batches=2), tmp / "run", progress=False)
+    tune_threshold(tmp / "run", 0.9)
+    return tmp / "run"

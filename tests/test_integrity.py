@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,23 +13,10 @@ from typing import Callable
 import pandas as pd
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from skinlesion.cli import main
 from skinlesion.runlock import LOCK_NAME
-from skinlesion.evaluation.tune import tune_threshold
-from skinlesion.training.fit import train
-from test_training import tiny_cfg
-
-
-@pytest.fixture(scope="module")
-def base(demo_data, tmp_path_factory):
-    """A tiny trained and tuned run (read-only: every case works on a copy)."""
-    tmp = tmp_path_factory.mktemp("integrity")
-    train(tiny_cfg(demo_data, tmp, epochs=2, limit_train_batches=2), tmp / "run", progress=False)
-    tune_threshold(tmp / "run", 0.9)
-    return tmp / "run"
 
 
 @dataclass

@@ -22,7 +22,6 @@ from skinlesion.evaluation.evaluate import evaluate_run
 from skinlesion.evaluation.tune import tune_threshold
 from skinlesion.inference.predictor import Predictor
 from skinlesion.training.fit import train
-from test_integrity import base  # noqa: F401 - the shared tiny trained + tuned run
 from test_training import tiny_cfg
 
 

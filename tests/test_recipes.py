@@ -14,7 +14,7 @@ from skinlesion.data.transforms import Preprocessing
 from skinlesion.models import build_model, get_spec
 from skinlesion.training import recipe
 from skinlesion.training.fit import train
-from test_training import state, tiny_cfg
+from test_training import tiny_cfg
 
 
 def _t(**kw) -> TrainConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -15,9 +14,6 @@ from skinlesion.evaluation.adapt import adapt_threshold, held_out_adaptation
 from skinlesion.evaluation.calibration import Calibration, fit_calibration, prior_offset, sigmoid, to_logits
 from skinlesion.evaluation.metrics import expected_calibration_error, top_label_ece
 from skinlesion.evaluation.site import em_prevalence, local_cases_curve
-from skinlesion.evaluation.tune import tune_threshold
-from skinlesion.training.fit import train
-from test_training import tiny_cfg
 
 
 def _population(n=40_000, prevalence=0.2, seed=0):
@@ -93,12 +89,9 @@ def test_unlabelled_em_recovers_a_planted_prevalence():
     assert expected_calibration_error(y_site, adjusted) < 0.02
 
 
-@pytest.fixture(scope="module")
-def tuned_bundle(demo_data, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sitebundle")
-    train(tiny_cfg(demo_data, tmp, epochs=2, image_size=48), tmp / "run", progress=False)
-    tune_threshold(tmp / "run", 0.9)
-    return tmp / "run" / "bundle"
+@pytest.fixture
+def tuned_bundle(base):
+    return base / "bundle"  # the session's tiny trained + tuned run (conftest); read-only here
 
 
 def _digest(folder):

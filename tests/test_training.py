@@ -1,5 +1,4 @@
 """Training on tiny synthetic data: phases, class weights, resume, bundle round trip."""
-import dataclasses
 import json
 
 import numpy as np
@@ -7,7 +6,6 @@ import pandas as pd
 import pytest
 import torch
 
-from skinlesion.config import RunConfig
 from skinlesion.data.split import load_split
 from skinlesion.inference.bundle import load_bundle
 from skinlesion.models import get_spec
@@ -16,20 +14,7 @@ from skinlesion.models.weights import create_backbone
 from skinlesion.training import fit as fit_module
 from skinlesion.training.fit import train
 from skinlesion.training.module import class_weights
-
-
-def tiny_cfg(data, tmp_path, **train_kw) -> RunConfig:
-    cfg = RunConfig()
-    base = dict(arch="simple_cnn", image_size=32, epochs=2, phase1_epochs=1, batch_size=16, lr=1e-3,
-                num_workers=0, cache_dir=str(tmp_path / "cache"), limit_train_batches=3, channels_last=False)
-    base.update(train_kw)
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)),
-                               train=dataclasses.replace(cfg.train, **base))
-
-
-def state(ckpt) -> dict:
-    sd = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    return {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
+from conftest import state, tiny_cfg  # noqa: F401 - re-exported: other test modules import them from here
 
 
 def test_class_weights():

@@ -71,9 +71,11 @@ def explore(frame: pd.DataFrame, out: str | Path, title: str = "dataset") -> Pat
     sizes = size_stats(frame["path"].tolist())
     plots = {}
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    tables["dx"]["images"].plot.bar(ax=axes[0], color="#777"); axes[0].set_title("images per dx")
-    tables["class"]["images"].plot.bar(ax=axes[1], color=["#4c9be8", "#e8604c"]); axes[1].set_title("images per class")
-    tables["images per lesion"]["lesions"].plot.bar(ax=axes[2], color="#777"); axes[2].set_title("images per lesion")
+    for ax, (table, col, colour, title) in zip(axes, [("dx", "images", "#777", "images per dx"),
+                                                      ("class", "images", ["#4c9be8", "#e8604c"], "images per class"),
+                                                      ("images per lesion", "lesions", "#777", "images per lesion")]):
+        tables[table][col].plot.bar(ax=ax, color=colour)
+        ax.set_title(title)
     fig.tight_layout()
     plots["distribution.png"] = fig
     by_class = [k for k in ("sex by class", "age band by class", "localization by class") if k in tables]

@@ -1,7 +1,6 @@
 """The `predict` stage: files, folders and CSV lists of paths -> predictions.csv."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
