@@ -360,6 +360,8 @@ def _adapt(*flags, data=_site):
 
 
 ROUND2_CASES = [
+    Case("cv-resume-nothing", lambda e: ["cv", "--data", str(e.data), "--out", str(e.tmp / "cv"), "--folds", "2",
+                                         "--resume"], r"no folds/ to continue.*without --resume"),
     Case("evaluate-threshold-json-damaged", _evaluate(plant=lambda e: (e.run / "threshold.json").write_text(
         '{"operating_points": [{"operating_point": "x", "threshold": "high"}]}')), r"threshold.json: its operating_points"),
     Case("adapt-no-malignant", _adapt(data=lambda e: _site(e, "benign")), r"0 malignant.*needs both.*--unlabelled"),

@@ -67,6 +67,9 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, 
     run_dir = Path(run_dir)
     if not resume and (run_dir / "folds").exists():
         raise FileExistsError(f"{run_dir} already has folds/. Remedy: pass --resume to continue it, or a new --out")
+    if resume and not (run_dir / "folds").is_dir():
+        raise DataError(f"--resume: {run_dir} has no folds/ to continue (no cv was started there). Remedy: run the "
+                        f"same `skinlesion cv ... --out {run_dir}` without --resume.")
     if resume:  # one recipe for every fold: --resume may not change what the folds train (cv's config.yaml)
         check_resume_config(cfg, run_dir)
         for started in sorted((run_dir / "folds").glob("*/config.yaml")):
