@@ -50,10 +50,12 @@ def test_ensemble_is_the_mean_of_its_members_everywhere(cv_run, demo_data, tmp_p
     ens = load_bundle(cv_run / "bundle")
     assert ens.config["ensemble"]["size"] == K and ens.threshold == json.loads((cv_run / "cv.json").read_text())["threshold"]["value"]
     images = [str(p) for p in sorted((demo_data / "images").glob("*.jpg"))[:4]]
-    got = Predictor(ens).predict(images)["probability"].to_numpy()
+    out = Predictor(ens).predict(images)
+    got = out["probability"].to_numpy()  # calibrated on the out-of-fold predictions
     members = [Predictor.from_bundle(cv_run / f"folds/fold{k}/bundle").predict(images)["probability"].to_numpy()
-               for k in range(K)]
-    np.testing.assert_allclose(got, np.mean(members, axis=0), atol=1e-5)
+               for k in range(K)]  # fold bundles are not tuned: their own (raw) probabilities
+    assert ens.config["calibration"]["fit_on"] == "out-of-fold predictions"
+    np.testing.assert_allclose(out["probability_raw"].to_numpy(), np.mean(members, axis=0), atol=1e-5)
 
     from fastapi.testclient import TestClient
     from skinlesion.serving.app import create_app
