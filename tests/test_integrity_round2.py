@@ -404,3 +404,12 @@ def test_sigint_with_dataloader_workers_exits_130_and_keeps_work(demo_data, tmp_
     assert proc.returncode == 130, (out, err)
     assert len(err.strip().splitlines()) == 1 and "interrupted by SIGINT" in err, err
     assert last.is_file() and (run / "checkpoints" / "interrupted.json").is_file()
+
+
+def test_predict_csv_lists_with_bom_semicolons_and_crlf(tmp_path):
+    from skinlesion.inference.predict import collect_inputs_with_metadata
+    Image.new("RGB", (20, 20)).save(tmp_path / "a.png")
+    (tmp_path / "list.csv").write_bytes("\ufeffpath;site;age\r\na.png;back;55\r\n".encode("utf-8"))
+    paths, meta = collect_inputs_with_metadata([tmp_path / "list.csv"])
+    assert paths == [str(tmp_path / "a.png")]
+    assert meta.iloc[0]["localization"] == "back" and meta.iloc[0]["age"] == "55"
