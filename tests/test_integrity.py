@@ -360,6 +360,8 @@ def _adapt(*flags, data=_site):
 
 
 ROUND2_CASES = [
+    Case("predict-bundle-describes-a-bigger-model", _with_bundle(_predict, lambda c: c["backbone"].update(
+        timm_id="resnet152", name="resnet152")), r"describes a model with [\d,]+ weights but model.safetensors holds"),
     Case("cv-resume-nothing", lambda e: ["cv", "--data", str(e.data), "--out", str(e.tmp / "cv"), "--folds", "2",
                                          "--resume"], r"no folds/ to continue.*without --resume"),
     Case("evaluate-threshold-json-damaged", _evaluate(plant=lambda e: (e.run / "threshold.json").write_text(

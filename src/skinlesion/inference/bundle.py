@@ -211,6 +211,28 @@ def _check_fields(config: dict, cfg_path: Path) -> None:
                               "Remedy: copy the bundle again or re-train.")
 
 
+def _check_size_before_building(path: Path, build) -> None:
+    """The model config.json describes, built on the meta device (no memory), has as many weights as
+    model.safetensors holds (read from its header): a hostile or mismatched config cannot make skinlesion
+    allocate a model far larger than the file it came with."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            in_file = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    except Exception as exc:  # noqa: BLE001
+        raise BundleError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(exc)[:200]}); the "
+                          "bundle is damaged. Remedy: copy it again or re-train.") from None
+    try:
+        with torch.device("meta"):
+            described = sum(t.numel() for t in build().state_dict().values())
+    except Exception:  # noqa: BLE001 - a model that cannot be built on meta: the real build reports it
+        return
+    if described != in_file:
+        raise BundleError(f"{path / 'config.json'} describes a model with {described:,} weights but "
+                          f"model.safetensors holds {in_file:,}. Remedy: keep config.json and model.safetensors of "
+                          "the same bundle together, or re-train.")
+
+
 def _check_ensemble_weights(path: Path, size: int) -> None:
     """Before an ensemble is built: model.safetensors (read from its header only) holds ``size`` members."""
     from safetensors import safe_open
@@ -317,10 +339,11 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
         if ensemble:
             from ..models.ensemble import EnsembleClassifier
             _check_ensemble_weights(path, int(ensemble["size"]))
-            model = EnsembleClassifier([build() for _ in range(int(ensemble["size"]))], config["task"],
-                                       ensemble.get("combine", "mean_probability"))
-        else:
-            model = build()
+            one = build
+            build = lambda: EnsembleClassifier([one() for _ in range(int(ensemble["size"]))], config["task"],
+                                               ensemble.get("combine", "mean_probability"))
+        _check_size_before_building(path, build)
+        model = build()
     except SkinlesionError:
         raise
     except Exception as exc:  # noqa: BLE001 - an unknown architecture or a damaged backbone entry
