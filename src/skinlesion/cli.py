@@ -9,7 +9,7 @@ from pathlib import Path
 from . import __version__
 from .cli_options import _add_data_opts, _add_demo_opts, _add_split_opts, _add_train_opts, _opt, check_args
 from .config import ConfigError, load_config
-from .errors import Interrupted, SkinlesionError, original_message
+from .errors import Interrupted, SkinlesionError, original_message, stop_on_signals
 
 USER_ERRORS = (SkinlesionError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError)  # printed as "error: ...", exit status 2
@@ -374,29 +374,19 @@ def _written_run(args) -> tuple[str | None, bool]:
     return getattr(args, lock), lock == "out"
 
 
-def _stop_on_signals() -> None:
-    """SIGTERM (a scheduler's pre-emption or time limit) and SIGINT stop the command with errors.Interrupted:
-    exit 143 / 130 and one line, never a silent 0. In child processes that inherit the handler (DataLoader
-    workers) the signals are ignored: the main process stops them. Training replaces the handler while it
-    fits, to save a resumable checkpoint first (training/interrupt.py)."""
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        return
-    main_pid = os.getpid()
-
-    def handler(signum, frame):
-        if os.getpid() != main_pid:
-            return
-        raise Interrupted(signum, f"interrupted by {signal.Signals(signum).name}; nothing half-written is kept (a "
-                                  "training run keeps its last saved checkpoint: `--resume` continues it)")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
-    _stop_on_signals()
+    """The CLI; the process's signal handlers are restored when it returns (main() may be called as a
+    library, e.g. by tests or a notebook)."""
+    import signal
+    previous = stop_on_signals()
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from . import console

@@ -26,3 +26,27 @@ class Interrupted(BaseException):
         self.signum = signum
         self.name = signal.Signals(signum).name
         super().__init__(message or f"interrupted by {self.name}")
+
+
+def stop_on_signals() -> dict:
+    """SIGTERM (a scheduler's pre-emption or time limit) and SIGINT stop the command with errors.Interrupted:
+    exit 143 / 130 and one line, never a silent 0. In child processes that inherit the handler (DataLoader
+    workers) the signals are ignored: the main process stops them. Training replaces the handler while it
+    fits, to save a resumable checkpoint first (training/interrupt.py)."""
+    import os
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    main_pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            return
+        raise Interrupted(signum, f"interrupted by {signal.Signals(signum).name}; nothing half-written is kept (a "
+                                  "training run keeps its last saved checkpoint: `--resume` continues it)")
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    return previous

@@ -40,10 +40,10 @@ def _get(data, *keys):
     return data
 
 
-def _number(value) -> float | None:
+def _number(value) -> int | float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    return value if math.isfinite(value) else None
 
 
 def _text(value) -> str | None:
