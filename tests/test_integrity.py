@@ -149,6 +149,15 @@ def _foreign_tensors(e):
     return ["predict", "--model", str(e.bundle), str(e.image())]
 
 
+def _reshaped_tensors(e):
+    """Every tensor present with the right number of values, one of them in the wrong shape."""
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(e.bundle / "model.safetensors"))
+    state["head.weight"] = state["head.weight"].reshape(-1, 1).contiguous()
+    save_file(state, str(e.bundle / "model.safetensors"))
+    return ["predict", "--model", str(e.bundle), str(e.image())]
+
+
 def _nan_tensors(e):
     from safetensors.torch import load_file, save_file
     state = load_file(str(e.bundle / "model.safetensors"))
@@ -275,7 +284,9 @@ CASES = [
     Case("predict-temperature-negative", _with_bundle(_predict, lambda c: c.__setitem__("calibration", {"temperature": -1})),
          r"temperature -1 must be a positive number"),
     Case("predict-safetensors-truncated", _corrupt_safetensors, r"model.safetensors: not a readable safetensors file"),
-    Case("predict-tensors-do-not-fit", _foreign_tensors, r"do not fit the architecture"),
+    Case("predict-tensors-do-not-fit", _foreign_tensors,
+         r"describes a model with [\d,]+ weights but model.safetensors holds 42"),  # refused before building
+    Case("predict-tensors-reshaped", _reshaped_tensors, r"do not fit the architecture"),
     Case("predict-nan-tensors", _nan_tensors, r"NaN or infinite"),
     Case("predict-unknown-task", _with_bundle(_predict, lambda c: c.__setitem__("task", "3class")), r"unknown task '3class'"),
     Case("predict-missing-key", _with_bundle(_predict, lambda c: c.pop("preprocessing")), r"missing key 'preprocessing'"),
