@@ -44,6 +44,9 @@ def external_figures(run: Path, external: Path, repeats: int, n_boot: int, seed:
     pi0 = entry["n_malignant"] / entry["n_images"]
     unl = unlabelled_estimate(q, g, pi0, float(cal.apply(bundle.threshold)) if cal else bundle.threshold,
                               n_boot, seed)
+    from skinlesion.evaluation.site import adjusted_mean
+    pacc = adjusted_mean(q, entry["mean_probability_malignant"], entry["mean_probability_benign"]) \
+        if entry.get("mean_probability_malignant") is not None else None
     return {"n_images": int(len(y)), "n_malignant": int(y.sum()), "prevalence": float(y.mean()),
             **auc_estimates(preds, n_boot, seed),
             "roc_auc_point": roc_auc(y, p),
@@ -52,7 +55,8 @@ def external_figures(run: Path, external: Path, repeats: int, n_boot: int, seed:
             "mean_probability_raw": float(p.mean()), "mean_probability_calibrated": float(q.mean()),
             "ham_threshold": bundle.threshold, "sensitivity_at_ham_threshold": at_ham["sensitivity"],
             "specificity_at_ham_threshold": at_ham["specificity"], "adapted": curve,
-            "unlabelled": {k: v.to_dict() for k, v in unl.items()}, "reference_prevalence": pi0}
+            "unlabelled": {k: v.to_dict() for k, v in unl.items()}, "reference_prevalence": pi0,
+            "prevalence_adjusted_mean": pacc}
 
 
 def ham_figures(run: Path, n_boot: int) -> dict:
@@ -145,7 +149,10 @@ def report(rows: list[dict]) -> str:
                          ["external sens / spec at the HAM threshold",
                           f"{e['sensitivity_at_ham_threshold']:.3f} / {e['specificity_at_ham_threshold']:.3f}"],
                          ["external prevalence: EM estimate (truth)",
-                          f"{ci(e['unlabelled']['prevalence'])} ({e['prevalence']:.3f})"]], ["figure", "value"]), "",
+                          f"{ci(e['unlabelled']['prevalence'])} ({e['prevalence']:.3f})"],
+                         ["external prevalence: adjusted mean probability (PACC)",
+                          "-" if e.get("prevalence_adjusted_mean") is None else f"{e['prevalence_adjusted_mean']:.3f}"]],
+                        ["figure", "value"]), "",
                   table([[c["malignant_cases"], c["benign_cases"], f"{c['sensitivity_mean']:.3f}",
                           f"[{c['sensitivity_low']:.3f}, {c['sensitivity_high']:.3f}]", f"{c['ci_half_width']:.3f}"]
                          for c in e["adapted"]],

@@ -131,3 +131,17 @@ def test_evaluate_with_adapt_fraction_reports_both_operating_points(tuned_bundle
     assert a["adapt_images"] + a["scored_images"] == m["n_images"]
     assert "Adapted at this site" in (out / "report.html").read_text()
     assert m["calibration"]["calibrated"]["ece"] >= 0 and "ece_top_label" in m["calibration"]["raw"]
+
+
+def test_unlabelled_flags_a_site_whose_images_differ_by_more_than_prevalence():
+    from skinlesion.evaluation.site import SHIFT_WARNING_GAP, adjusted_mean, em_prevalence
+    ys, _, lr_s = _population(n=20000, prevalence=0.2, seed=6)  # the calibration set
+    qs = sigmoid(lr_s + np.log(0.2 / 0.8))
+    pos, neg = qs[ys == 1].mean(), qs[ys == 0].mean()
+    y, _, log_lr = _population(n=20000, prevalence=0.35, seed=5)
+    clean = sigmoid(log_lr + np.log(0.2 / 0.8))  # pure label shift: both estimators find 0.35
+    assert abs(em_prevalence(clean, 0.2)[0] - y.mean()) < 0.02 and abs(adjusted_mean(clean, pos, neg) - y.mean()) < 0.02
+    shifted = sigmoid(1.8 * log_lr + np.log(0.2 / 0.8))  # a device whose images give more extreme scores
+    assert abs(em_prevalence(shifted, 0.2)[0] - adjusted_mean(shifted, pos, neg)) > SHIFT_WARNING_GAP
+    # (a site where only the malignant lesions look benigner moves both estimators alike: not detectable
+    # without labels; docs/design-choices.md says so)

@@ -29,7 +29,7 @@ from ..paths import OutputPathError, check_outputs
 from .bootstrap import bootstrap
 from .calibration import Calibration, to_logits
 from .metrics import expected_calibration_error, threshold_metrics
-from .site import local_cases_curve, out_of_bag, unlabelled_estimate
+from .site import SHIFT_WARNING_GAP, adjusted_mean, local_cases_curve, out_of_bag, unlabelled_estimate
 from .thresholds import threshold_for_sensitivity
 
 
@@ -178,9 +178,19 @@ def _unlabelled(bundle, cal, preds: pd.DataFrame, base: dict, out: Path, site: S
     report = {**base, "method": "EM prior adjustment (Saerens, Latinne & Decaestecker 2002) on the calibrated "
               "probabilities", "reference_prevalence": pi0, "reference_prevalence_from": source,
               "calibrated": cal is not None, **{k: v.to_dict() for k, v in est.items()},
-              "mean_probability": float(np.mean(q)),
               "note": "assumes label shift only (the same lesions look the same at the site); the threshold is "
                       "unchanged: adapt with labelled local cases to move it"}
+    pos, neg = entry.get("mean_probability_malignant"), entry.get("mean_probability_benign")
+    if cal is not None and pos is not None and neg is not None:
+        report["prevalence_adjusted_mean"] = adjusted_mean(q, pos, neg)
+        gap = abs(report["prevalence"]["value"] - report["prevalence_adjusted_mean"])
+        report["label_shift_doubtful"] = bool(gap > SHIFT_WARNING_GAP)
+        if report["label_shift_doubtful"]:
+            report["warning"] = (f"two estimators that agree under a pure prevalence change disagree here (EM "
+                                 f"{report['prevalence']['value']:.3f}, adjusted mean probability "
+                                 f"{report['prevalence_adjusted_mean']:.3f}): the images at this site differ from "
+                                 "the training data by more than their prevalence, so neither is reliable; label some "
+                                 "local cases and run `adapt` with labels")
     atomic.write_json(out / "adapt_unlabelled.json", report)
     return AdaptResult(out, report, None)
 
@@ -216,7 +226,8 @@ def format_adapt(report: dict) -> str:
         return (f"{report['site']}: estimated malignant prevalence {e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}] "
                 f"(reference {report['reference_prevalence']:.3f}); at the bundle's threshold expected PPV "
                 f"{ppv['value']:.3f} [{ppv['ci_low']:.3f}, {ppv['ci_high']:.3f}], NPV {npv['value']:.3f} "
-                f"[{npv['ci_low']:.3f}, {npv['ci_high']:.3f}]; threshold unchanged")
+                f"[{npv['ci_low']:.3f}, {npv['ci_high']:.3f}]; threshold unchanged"
+                + (f"\nwarning: {report['warning']}" if report.get("warning") else ""))
     a, o = report["adapted"], report["at_original_threshold"]
     f = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
     lines = [f"{report['site']}: {report['n_images']} local images, {report['n_malignant']} malignant",

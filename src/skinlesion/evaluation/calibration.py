@@ -153,5 +153,8 @@ def fit_for_bundle(bundle_config: dict, y_true, prob, fit_on: str, extra: dict |
     """The bundle's ``calibration`` entry fit on (``y_true``, ``prob``): offset from its training setup, then
     slope + intercept; with where it was fit and how many cases."""
     cal = fit_calibration(y_true, prob, offset_for(bundle_config))
-    y = np.asarray(y_true)
-    return {**cal.to_dict(), "fit_on": fit_on, "n_images": int(len(y)), "n_malignant": int(y.sum()), **(extra or {})}
+    y, q = np.asarray(y_true), cal.apply(prob)
+    by_class = {"mean_probability_malignant": float(q[y == 1].mean()) if (y == 1).any() else None,
+                "mean_probability_benign": float(q[y == 0].mean()) if (y == 0).any() else None}
+    return {**cal.to_dict(), "fit_on": fit_on, "n_images": int(len(y)), "n_malignant": int(y.sum()), **by_class,
+            **(extra or {})}

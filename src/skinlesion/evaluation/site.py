@@ -108,10 +108,23 @@ def unlabelled_estimate(p, groups, train_prevalence: float, threshold_p: float, 
         above = p[idx] >= threshold_p
         ppv = float(q[above].mean()) if above.any() else math.nan
         npv = float(1 - q[~above].mean()) if (~above).any() else math.nan
-        return pi, ppv, npv, float(above.mean())
+        return pi, ppv, npv, float(above.mean()), float(p[idx].mean())
 
     point = one(np.arange(len(p)))
     draws = np.array([one(idx) for idx in lesion_resamples(groups, n_boot, seed)])
     ci = lambda k: tuple(float(v) for v in np.nanquantile(draws[:, k], [0.025, 0.975]))
-    names = ("prevalence", "expected_ppv", "expected_npv", "called_malignant")
+    names = ("prevalence", "expected_ppv", "expected_npv", "called_malignant", "mean_probability")
     return {n: Estimate(point[k], *ci(k)) for k, n in enumerate(names)}
+
+
+#: Two estimators that are both consistent under pure label shift -- EM and the adjusted mean probability
+#: (PACC: the site's mean calibrated probability, rescaled by the calibration set's class-wise means) --
+#: agree when the site differs by its prevalence alone; a larger gap means the lesions themselves look
+#: different there (another device or population), and no unlabelled estimate can be trusted.
+SHIFT_WARNING_GAP = 0.05
+
+
+def adjusted_mean(q, mean_malignant: float, mean_benign: float) -> float:
+    """PACC (Bella et al. 2010): (mean q - E[q | benign]) / (E[q | malignant] - E[q | benign]), clipped."""
+    span = mean_malignant - mean_benign
+    return float(np.clip((np.mean(q) - mean_benign) / span, 0, 1)) if span > 1e-6 else math.nan
