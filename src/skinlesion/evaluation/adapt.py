@@ -226,7 +226,8 @@ def format_adapt(report: dict) -> str:
         return (f"{report['site']}: estimated malignant prevalence {e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}] "
                 f"(reference {report['reference_prevalence']:.3f}); at the bundle's threshold expected PPV "
                 f"{ppv['value']:.3f} [{ppv['ci_low']:.3f}, {ppv['ci_high']:.3f}], NPV {npv['value']:.3f} "
-                f"[{npv['ci_low']:.3f}, {npv['ci_high']:.3f}]; threshold unchanged"
+                f"[{npv['ci_low']:.3f}, {npv['ci_high']:.3f}]; threshold unchanged. This assumes the site differs only in its "
+                "prevalence; with another device or population it can be far off: check it with a few labelled cases"
                 + (f"\nwarning: {report['warning']}" if report.get("warning") else ""))
     a, o = report["adapted"], report["at_original_threshold"]
     f = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"

@@ -112,5 +112,7 @@ def local_cases_plot(curve: list[dict], target: float, path: Path) -> Path:
     ax.axhline(target, color="grey", ls=":", label=f"target {target:g}")
     ax.set(xscale="log", xlabel="local malignant cases used to tune the threshold",
            ylabel="sensitivity on the rest of the site", title="How many local cases")
+    ax.set_xticks(n, [str(v) for v in n])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     return _save(fig, path)
