@@ -46,6 +46,18 @@ def csv_delimiter(header: str) -> str:
     return max((";", "\t", "|"), key=header.count) if any(c in header for c in ";\t|") else ","
 
 
+def read_text_csv(csv_path: str | Path) -> pd.DataFrame:
+    """A user's CSV as text columns, however it was saved: BOM or not, CRLF or LF, comma, semicolon or tab
+    (sniffed from the header); only empty cells are missing ("NA" is a value). Column names stripped and
+    NFC-normalised. pandas' parse errors propagate for the caller to name the file."""
+    with open(csv_path, encoding="utf-8-sig", newline="") as f:
+        sep = csv_delimiter(f.readline())
+    frame = pd.read_csv(csv_path, dtype=str, encoding="utf-8-sig", skipinitialspace=True, sep=sep,
+                        keep_default_na=False, na_values=[""])
+    frame.columns = [unicodedata.normalize("NFC", str(c).strip()) for c in frame.columns]
+    return frame
+
+
 def read_csv_checked(csv_path: str | Path) -> pd.DataFrame:
     """A CSV read as text columns, or a DataError naming the file (absent, unreadable, empty)."""
     csv_path = Path(csv_path)
@@ -54,13 +66,9 @@ def read_csv_checked(csv_path: str | Path) -> pd.DataFrame:
             f"metadata file {csv_path} not found. Remedy: put HAM10000_metadata.csv in the data root "
             f"(columns {', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}), pass --metadata FILE, or see --format.")
     try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            sep = csv_delimiter(f.readline())
-        frame = pd.read_csv(csv_path, dtype=str, encoding="utf-8-sig", skipinitialspace=True, sep=sep,
-                            keep_default_na=False, na_values=[""])
+        frame = read_text_csv(csv_path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{csv_path}: cannot be read as CSV ({exc}). Remedy: export it as comma-separated UTF-8.")
-    frame.columns = [unicodedata.normalize("NFC", str(c).strip()) for c in frame.columns]
     if frame.empty:
         raise DataError(f"{csv_path}: has a header but no rows. Remedy: point --data at the full dataset.")
     return frame

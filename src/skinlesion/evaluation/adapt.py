@@ -27,7 +27,7 @@ from ..data.metadata import DataError
 from ..inference.bundle import load_bundle, validate_config
 from ..paths import OutputPathError, check_outputs
 from .bootstrap import bootstrap
-from .calibration import Calibration, to_logits
+from .calibration import Calibration, refit_intercept
 from .metrics import expected_calibration_error, threshold_metrics
 from .site import SHIFT_WARNING_GAP, adjusted_mean, local_cases_curve, out_of_bag, unlabelled_estimate
 from .thresholds import threshold_for_sensitivity
@@ -91,17 +91,6 @@ def adapt_threshold(y, p, groups, target: float, n_boot: int, seed: int) -> dict
             "expected": {"sensitivity": oob["sensitivity"].to_dict(), "specificity": oob["specificity"].to_dict(),
                          "how": "tuned on each lesion-bootstrap resample, scored on its out-of-bag lesions",
                          "resamples": oob["resamples"]}}
-
-
-def refit_intercept(cal: Calibration | None, y, p) -> Calibration:
-    """The bundle's calibration with its intercept re-fit on the local sample (slope and offset kept): the
-    site's prevalence and score shift, without re-learning the slope from few cases."""
-    from scipy.optimize import minimize_scalar
-    cal = cal or Calibration()
-    y, s = np.asarray(y, dtype=float), cal.slope * (to_logits(p) + cal.offset)
-    res = minimize_scalar(lambda b: float(np.mean(np.logaddexp(0, s + b) - y * (s + b))), bounds=(-20, 20),
-                          method="bounded")
-    return Calibration(cal.slope, float(res.x), cal.offset, cal.method + ", intercept re-fit at the site")
 
 
 def adapt(bundle_dir: str | Path, site: SiteSpec, out: str | Path, unlabelled: bool = False,

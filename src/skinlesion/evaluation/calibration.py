@@ -66,11 +66,6 @@ class Calibration:
         a, b = self.on_logit()
         return {**asdict(self), "formula": f"sigmoid({a:.6g} * logit(p) + {b:.6g})"}
 
-    def describe(self) -> str:
-        if self.method == "temperature scaling":
-            return f"temperature scaling, T = {1 / self.slope:.3f}"
-        return f"{self.method}: offset {self.offset:+.3f}, slope {self.slope:.3f}, intercept {self.intercept:+.3f}"
-
     @classmethod
     def from_config(cls, cal) -> "Calibration | None":
         """A bundle's ``calibration`` entry: this form, or the earlier ``{"temperature": T}``."""
@@ -84,6 +79,11 @@ class Calibration:
         return None
 
 
+def _log_loss(y: np.ndarray, s: np.ndarray) -> float:
+    """Mean binary log-loss of logits ``s`` for labels ``y`` (numerically stable)."""
+    return float(np.mean(np.logaddexp(0, s) - y * s))
+
+
 def fit_calibration(y_true, prob, offset: float = 0.0) -> Calibration:
     """Slope and intercept minimising binary log-loss of ``sigmoid(a * (logit(p) + offset) + b)`` (a > 0);
     with fewer than MIN_PER_CLASS cases of a class, the prior offset alone."""
@@ -91,12 +91,8 @@ def fit_calibration(y_true, prob, offset: float = 0.0) -> Calibration:
     if min(y.sum(), len(y) - y.sum()) < MIN_PER_CLASS:
         return Calibration(1.0, 0.0, offset, "prior offset only (too few validation cases to fit)")
 
-    def nll(params):
-        log_a, b = params
-        s = np.exp(log_a) * z + b
-        return float(np.mean(np.logaddexp(0, s) - y * s))  # -log-likelihood, stable
-
-    res = minimize(nll, x0=[0.0, 0.0], method="L-BFGS-B", bounds=[SLOPE_BOUNDS, INTERCEPT_BOUNDS])
+    res = minimize(lambda ab: _log_loss(y, np.exp(ab[0]) * z + ab[1]), x0=[0.0, 0.0], method="L-BFGS-B",
+                   bounds=[SLOPE_BOUNDS, INTERCEPT_BOUNDS])
     return Calibration(float(np.exp(res.x[0])), float(res.x[1]), offset)
 
 
@@ -111,16 +107,19 @@ def fit_temperature(y_true, prob) -> float:
     from scipy.optimize import minimize_scalar
     y, z = np.asarray(y_true, dtype=float), to_logits(prob)
 
-    def nll(log_t: float) -> float:
-        s = z / np.exp(log_t)
-        return float(np.mean(np.logaddexp(0, s) - y * s))
-
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    res = minimize_scalar(lambda log_t: _log_loss(y, z / np.exp(log_t)), bounds=(np.log(0.05), np.log(20.0)),
+                          method="bounded")
     return float(np.exp(res.x))
 
 
-def apply_calibration(prob, cal: Calibration | None) -> np.ndarray:
-    return np.asarray(prob, dtype=float) if cal is None else cal.apply(prob)
+def refit_intercept(cal: Calibration | None, y_true, prob) -> Calibration:
+    """``cal`` with its intercept re-fit on a site's sample (slope and offset kept): the site's prevalence and
+    score shift, without re-learning the slope from few cases."""
+    from scipy.optimize import minimize_scalar
+    cal = cal or Calibration()
+    y, s = np.asarray(y_true, dtype=float), cal.slope * (to_logits(prob) + cal.offset)
+    res = minimize_scalar(lambda b: _log_loss(y, s + b), bounds=(-20, 20), method="bounded")
+    return Calibration(cal.slope, float(res.x), cal.offset, cal.method + ", intercept re-fit at the site")
 
 
 def rescale_classes(classes, raw_prob, calibrated_prob) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import atomic
-from ..data.metadata import DataError, csv_delimiter
+from ..data.metadata import DataError, read_text_csv
 from ..paths import check_outputs, walk_files
 from .predictor import Predictor
 
@@ -31,11 +31,7 @@ def collect_inputs_with_metadata(items: list[str | Path]) -> tuple[list[str], pd
             meta += [{}] * len(found)
         elif item.suffix.lower() == ".csv" and item.is_file():
             try:
-                with open(item, encoding="utf-8-sig", newline="") as f:
-                    sep = csv_delimiter(f.readline())
-                frame = pd.read_csv(item, dtype=str, encoding="utf-8-sig", sep=sep, keep_default_na=False,
-                                    na_values=[""])
-                frame.columns = [str(c).strip() for c in frame.columns]
+                frame = read_text_csv(item)
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
                 raise DataError(f"{item}: cannot be read as a CSV of paths ({exc}). Remedy: one path per row, in a "
                                 "'path' column.") from None

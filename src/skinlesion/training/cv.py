@@ -73,9 +73,9 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, 
     if resume:  # one recipe for every fold: --resume may not change what the folds train (cv's config.yaml)
         check_resume_config(cfg, run_dir)
         for started in sorted((run_dir / "folds").glob("*/config.yaml")):
+            member = load_config(started).train
             check_resume_config(dataclasses.replace(cfg, train=dataclasses.replace(
-                cfg.train, fold=load_config(started).train.fold, seed=load_config(started).train.seed)),
-                started.parent)
+                cfg.train, fold=member.fold, seed=member.seed)), started.parent)
     ctx = _split(cfg, run_dir, folds, progress, echo)
     if process_rank() == 0:
         save_config(cfg, run_dir)  # the base layer of `cv --resume`, as config.yaml is for train --resume

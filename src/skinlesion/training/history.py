@@ -9,7 +9,7 @@ import lightning as L
 import pandas as pd
 
 from .. import atomic
-from ..tables import read_csv_exact
+from ..tables import RunFileError, read_csv_exact
 
 HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_roc_auc", "val_pr_auc",
                    "val_sensitivity", "val_specificity", "val_predicted_positive_rate", "epoch_seconds",
@@ -24,8 +24,7 @@ def read_history(path: Path) -> pd.DataFrame:
     history = read_csv_exact(path, remedy, tuple(HISTORY_COLUMNS))
     bad = [c for c in HISTORY_COLUMNS if not pd.api.types.is_numeric_dtype(history[c]) and len(history)]
     if bad:
-        from .. import tables
-        raise tables.RunFileError(f"{path}: column(s) {', '.join(bad)} hold non-numbers. Remedy: {remedy}")
+        raise RunFileError(f"{path}: column(s) {', '.join(bad)} hold non-numbers. Remedy: {remedy}")
     return history
 
 

@@ -53,27 +53,29 @@ class SaveOnInterrupt(L.Callback):
         self._restore()
 
     # -- saving --------------------------------------------------------------------------------------------
-    def _save(self, trainer, reason: str) -> None:
+    def _save(self, trainer, signalled: bool) -> None:
+        """The phase's last.ckpt with the full training state (optimizer, loops; read back with
+        weights_only=True by --resume); after a signal also the marker for `runs` and the message."""
         ckpt_dir = self.run_dir / "checkpoints" / f"phase{self.phase}"
         target = ckpt_dir / "last.ckpt"
         tmp = ckpt_dir / f".last.{os.getpid()}.tmp.ckpt"
-        trainer.save_checkpoint(tmp, weights_only=False)
+        trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
             os.replace(tmp, target)
         self.saved, self._last_save = target, time.monotonic()
-        if reason != "interval" and trainer.is_global_zero:
+        if signalled and trainer.is_global_zero:
             atomic.write_json(self.run_dir / "checkpoints" / MARKER, {
-                "signal": signal.Signals(self.requested).name if self.requested else reason,
+                "signal": signal.Signals(self.requested).name,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "phase": self.phase, "epoch": trainer.current_epoch,
                 "batches_done_in_epoch": int(trainer.fit_loop.epoch_loop.batch_progress.current.completed),
                 "checkpoint": target.relative_to(self.run_dir).as_posix()})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.requested is not None:
-            self._save(trainer, "signal")
+            self._save(trainer, signalled=True)
             raise Interrupted(self.requested, self.message(self.requested))
         if self.every_s is not None and time.monotonic() - self._last_save >= self.every_s:
-            self._save(trainer, "interval")
+            self._save(trainer, signalled=False)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._last_save = time.monotonic()  # the epoch-end checkpoint has just been written
@@ -84,7 +86,7 @@ class SaveOnInterrupt(L.Callback):
             # a signal, then a failure before the next batch ended (e.g. a DataLoader worker killed by the same
             # SIGTERM): the weights are those after the last completed step, so save them
             try:
-                self._save(trainer, "signal")
+                self._save(trainer, signalled=True)
             except Exception:  # noqa: BLE001 - the epoch-end checkpoint, if any, is still there
                 pass
 
