@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-import skinlesion.training.fit as fit_module
+from skinlesion.training.history import HistoryRecorder
 from skinlesion.cli import main
 from skinlesion.data.metadata import load_dataset
 from skinlesion.tables import read_csv_exact
@@ -217,16 +217,16 @@ def test_resume_with_nothing_to_resume_is_an_error(demo_data, tmp_path, capsys):
 def test_resume_with_mixup_is_bit_identical(demo_data, tmp_path, monkeypatch):
     cfg = tiny_cfg(demo_data, tmp_path, epochs=3, phases=1, mixup=0.4, cutmix=0.0, mix_prob=1.0)
     train(cfg, tmp_path / "full", progress=False)
-    original = fit_module.HistoryRecorder.on_train_epoch_end
+    original = HistoryRecorder.on_train_epoch_end
 
     def crash_after_epoch_2(self, trainer, pl_module):
         original(self, trainer, pl_module)
         if trainer.current_epoch + 1 == 2:
             raise RuntimeError("simulated kill")
-    monkeypatch.setattr(fit_module.HistoryRecorder, "on_train_epoch_end", crash_after_epoch_2)
+    monkeypatch.setattr(HistoryRecorder, "on_train_epoch_end", crash_after_epoch_2)
     with pytest.raises(RuntimeError, match="simulated kill"):
         train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(fit_module.HistoryRecorder, "on_train_epoch_end", original)
+    monkeypatch.setattr(HistoryRecorder, "on_train_epoch_end", original)
     train(cfg, tmp_path / "cut", resume=True, progress=False)
     a, b = state(tmp_path / "full/checkpoints/phase1/last.ckpt"), state(tmp_path / "cut/checkpoints/phase1/last.ckpt")
     for k in a:

@@ -11,7 +11,7 @@ from skinlesion.inference.bundle import load_bundle
 from skinlesion.models import get_spec
 from skinlesion.models.classifier import parameter_groups
 from skinlesion.models.weights import create_backbone
-from skinlesion.training import fit as fit_module
+from skinlesion.training.history import HistoryRecorder
 from skinlesion.training.fit import train
 from skinlesion.training.module import class_weights
 from conftest import state, tiny_cfg  # noqa: F401 - re-exported: other test modules import them from here
@@ -90,16 +90,16 @@ def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_pa
     cfg = tiny_cfg(demo_data, tmp_path, epochs=4, phase1_epochs=1)
     train(cfg, tmp_path / "full", progress=False)
 
-    original = fit_module.HistoryRecorder.on_train_epoch_end
+    original = HistoryRecorder.on_train_epoch_end
 
     def crash_after_epoch_2(self, trainer, pl_module):
         original(self, trainer, pl_module)
         if self.epoch_offset + trainer.current_epoch + 1 == 3:  # mid phase 2, after its first checkpoint
             raise RuntimeError("simulated crash")
-    monkeypatch.setattr(fit_module.HistoryRecorder, "on_train_epoch_end", crash_after_epoch_2)
+    monkeypatch.setattr(HistoryRecorder, "on_train_epoch_end", crash_after_epoch_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(fit_module.HistoryRecorder, "on_train_epoch_end", original)
+    monkeypatch.setattr(HistoryRecorder, "on_train_epoch_end", original)
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, tmp_path / "cut", progress=False)
     capsys.readouterr()

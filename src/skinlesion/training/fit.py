@@ -3,12 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import pickle
-import random
-import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +29,10 @@ from ..errors import Interrupted
 from .checkpoints import (LOCKED_KEYS, _load_weights, check_checkpoint_binding, check_resume_config,
                           checkpoint_path, has_checkpoints, verify_checkpoints)
 from .interrupt import MARKER, SaveOnInterrupt
-from .history import HistoryRecorder, plot_history, read_history
+from .history import plot_history, read_history
+from .trainer import _accelerator_is_cuda, _batches, _make_trainer, _quietly
 from .loaders import build_data, cache_features
-from ..tracking import final_validation_events, finish_training, open_trackers, phase_loggers
+from ..tracking import final_validation_events, finish_training, open_trackers
 from .module import LesionModule
 
 
@@ -48,14 +45,6 @@ class TrainResult:
     epochs: int
     seconds: float
     train_images_per_s: float
-
-
-def _precision(cfg_value: str | None) -> str:
-    if cfg_value:
-        return cfg_value
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
 
 
 def _split_with_paths(cfg: RunConfig, run_dir: Path, progress: bool, echo) -> tuple[RunContext, pd.DataFrame, str]:
@@ -110,61 +99,6 @@ def _phase_state(ckpt_dir: Path) -> dict:
         raise DataError(f"{path}: damaged (needs complete, epochs, best_path and best_score). Remedy: delete it; "
                         "`train --resume` then continues that phase from its last.ckpt.")
     return state
-
-
-def _accelerator_is_cuda(t) -> bool:
-    return torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
-
-
-class _NoTips(logging.Filter):
-    """Drop Lightning's advertising tips (e.g. the litmodels one) from every log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = str(record.getMessage())
-        return "💡 Tip" not in text and "litmodels" not in text
-
-
-for _name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
-    logging.getLogger(_name).addFilter(_NoTips())
-
-
-def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progress: bool, trackers=(), extra=()):
-    """The phase's Trainer. On a terminal, Lightning's progress bar; otherwise (a log file, CI) no bar
-    redraws but one line per epoch, and none of Lightning's start-up chatter."""
-    tty = sys.stderr.isatty()
-    if not tty:
-        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val/pr_auc", mode="max", enable_version_counter=False)
-    # Lightning 2.6 refreshes save_last only when a top-k checkpoint is saved; resuming needs the latest epoch.
-    latest = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                                                 every_n_epochs=1, enable_version_counter=False)
-    callbacks = [checkpoint, latest, L.pytorch.callbacks.EarlyStopping("val/pr_auc", mode="max", patience=t.patience),
-                 L.pytorch.callbacks.LearningRateMonitor("epoch"),
-                 HistoryRecorder(run_dir / "metrics.csv", phase, offset, print if progress and not tty else None,
-                                 t.epochs), _EpochReseed(t.seed, phase), *extra]
-    loggers = phase_loggers(t, run_dir, phase) + list(trackers)
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=_precision(t.precision), callbacks=callbacks, logger=loggers or False,
-        num_sanity_val_steps=0, enable_progress_bar=progress and tty, enable_model_summary=False, log_every_n_steps=10,
-        limit_train_batches=t.limit_train_batches)
-    return trainer, checkpoint
-
-
-def _quietly(run, *args, **kwargs):
-    """Call trainer.fit / trainer.validate without Lightning's warnings that do not apply here."""
-    with warnings.catch_warnings():
-        for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*",
-                        ".*smaller than the logging interval.*",
-                        # resume: a mid-epoch checkpoint continues with the epoch's remaining number of batches
-                        # (docs/bad-inputs.md); the folders of a resumed or copied run are ours and not empty
-                        ".*checkpoint that ended before the epoch ended.*", ".*exists and is not empty.*",
-                        ".*The dirpath has changed from.*"):
-            warnings.filterwarnings("ignore", message=message)
-        return run(*args, **kwargs)
 
 
 @dataclass
@@ -401,26 +335,3 @@ def _val_frame(gathered: dict, rows: pd.DataFrame, task: str) -> pd.DataFrame:
         raise RuntimeError(f"gathered {len(gathered.get('index', []))} validation predictions for {len(rows)} images")
     order = np.argsort(gathered["index"])
     return prediction_frame(rows, gathered["probability"][order], gathered["classes"][order], task)
-
-
-def _batches(trainer) -> int | None:
-    n = getattr(trainer, "num_training_batches", None)
-    return int(n) if isinstance(n, (int, float)) and math.isfinite(n) else None
-
-
-def _devices(value: str):
-    return int(value) if str(value).isdigit() else value
-
-
-class _EpochReseed(L.Callback):
-    """Reseed the global RNG (dropout) from (seed, phase, epoch) so --resume reproduces the run.
-    (Under DDP, Lightning's DistributedSamplerWrapper forwards set_epoch to the EpochSampler.)"""
-
-    def __init__(self, seed: int, phase: int):
-        self.seed, self.phase = seed, phase
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        seed = self.seed * 7 + self.phase * 100_003 + trainer.current_epoch
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)  # timm's Mixup draws from numpy and random: restored on --resume too
-        random.seed(seed)

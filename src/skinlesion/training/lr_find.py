@@ -9,7 +9,8 @@ from .. import atomic
 from ..config import RunConfig
 from ..data.metadata import DataError
 from ..models.classifier import set_trainable
-from .fit import _make_trainer, _phase_plan, _quietly, setup_training
+from .fit import _phase_plan, setup_training
+from .trainer import _make_trainer, _quietly
 from .module import LesionModule
 
 
