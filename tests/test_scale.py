@@ -4,7 +4,7 @@ import dataclasses
 import pandas as pd
 import torch
 
-from skinlesion.data.batch_augment import BatchAugment
+from skinlesion.data.batch_augment import BatchAugment, Policy
 from skinlesion.data.transforms import Preprocessing
 from skinlesion.training.fit import train
 from test_training import state, tiny_cfg
@@ -33,8 +33,8 @@ def test_batch_augment_shapes_ranges_and_determinism():
 
 
 def test_batch_augment_identity_parameters_reproduce_a_center_crop():
-    aug = BatchAugment(40, (0.0,) * 3, (1.0,) * 3, scale=(1.0, 1.0), ratio=(1.0, 1.0), degrees=0.0,
-                       brightness=0.0, contrast=0.0, saturation=0.0)
+    aug = BatchAugment(40, (0.0,) * 3, (1.0,) * 3, Policy(scale=(1.0, 1.0), ratio=(1.0, 1.0), degrees=0.0,
+                                                         brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0))
     x = squares(2)
     out = aug(x, torch.Generator().manual_seed(0))
     # flips are still random: the result equals the image or one of its flips

@@ -95,6 +95,9 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--compile", "train.compile", "torch.compile the model", action="store_true")
     p.add_argument("--gpu-augment", dest="train.gpu_augment", action=argparse.BooleanOptionalAction,
                    default=argparse.SUPPRESS, help="augment uint8 batches on the device (default: on with CUDA)")
+    p.add_argument("--device-cache", dest="train.device_cache", action=argparse.BooleanOptionalAction,
+                   default=argparse.SUPPRESS, help="hold the training and validation images in device memory and "
+                   "draw batches there (default: on with device augmentation when they fit in 40%% of free memory)")
     _opt(p, "--cache-features", "train.cache_features", "phase 1: precompute K augmented views of the frozen "
          "backbone's features and train the head on them (0: off)", type=int, metavar="K")
     _opt(p, "--precision", "train.precision", "Lightning precision (None: bf16/fp16 mixed on CUDA, else 32-true)")

@@ -91,6 +91,7 @@ class TrainConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     gpu_augment: bool | None = None  # None: on with CUDA (augment uint8 batches on the device)
+    device_cache: bool | None = None  # None: with device augmentation, hold the images in device memory when they fit
     compile: bool = False  # torch.compile the model
     cache_features: int = 0  # phase 1: precompute K augmented views of backbone features (0: off)
     precision: str | None = None  # None: bf16/fp16 mixed on CUDA, 32-true elsewhere

@@ -104,6 +104,13 @@ def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | No
     return target
 
 
+def batch_seed(seed: int, first_key: int) -> int:
+    """The augmentation seed of a batch: a function of the run's seed and the batch's first sampler key
+    (``epoch * n + i``), so a batch is augmented alike by any number of workers, on any device, after
+    ``--resume``."""
+    return (seed * 1_000_003 + int(first_key)) % (2**63 - 1)
+
+
 class CachedImages(torch.utils.data.Dataset):
     """Rows ``indices`` of a cache file with their targets; the memmap is opened lazily per worker.
 
@@ -128,9 +135,84 @@ class CachedImages(torch.utils.data.Dataset):
         if self._array is None:
             self._array = np.load(self.cache_path, mmap_mode="r")
         if self.seed is not None:
-            torch.manual_seed((self.seed * 1_000_003 + key) % (2**63 - 1))
+            torch.manual_seed(batch_seed(self.seed, key))
         x = torch.from_numpy(np.array(self._array[self.indices[i]]))
         return self.transform(x), self.targets[i], i
+
+
+class AugmentedBatches(CachedImages):
+    """Training rows augmented a whole batch at a time by ``augment`` (a :class:`BatchAugment`) inside
+    the DataLoader workers: the DataLoader hands ``__getitems__`` the batch's sampler keys."""
+
+    def __init__(self, cache_path: str | Path, indices, targets, augment, seed: int):
+        super().__init__(cache_path, indices, targets, None, seed)
+        self.augment = augment
+
+    def __getitem__(self, key: int):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[int]) -> list[tuple]:
+        if self._array is None:
+            self._array = np.load(self.cache_path, mmap_mode="r")
+        i = np.asarray(keys, dtype=np.int64) % len(self.indices)
+        rows = self.indices[i]
+        order = np.argsort(rows, kind="stable")  # memmap reads in file order
+        x = np.empty((len(rows), *self._array.shape[1:]), dtype=np.uint8)
+        x[order] = self._array[rows[order]]
+        out = self.augment(torch.from_numpy(x), torch.Generator().manual_seed(batch_seed(self.seed, keys[0])))
+        return list(zip(out, self.targets[i], torch.from_numpy(i)))
+
+
+class DeviceBatches:
+    """The cache's rows ``indices`` as one uint8 tensor in device memory, served as whole batches with no
+    per-sample Python: index gathering on the device, then ``augment`` (training, in :class:`EpochSampler`
+    order, batch seeds as :class:`AugmentedBatches`) or ``center`` (validation, in order). Under DDP each
+    rank takes its own shard of the epoch's order (padded to equal length, as DistributedSampler)."""
+
+    def __init__(self, cache_path: str | Path, indices, targets, batch_size: int, transform,
+                 sampler: "EpochSampler | None" = None, seed: int = 0, device=None):
+        self.cache_path, self.indices = str(cache_path), np.asarray(indices, dtype=np.int64)
+        self.targets = torch.as_tensor(np.asarray(targets))
+        self.batch_size, self.transform, self.sampler, self.seed = batch_size, transform, sampler, seed
+        self.device, self._images = device, None
+        self.batch_sampler = None  # Lightning reads sampler / batch_sampler (set_epoch, shuffle checks)
+
+    @staticmethod
+    def nbytes(cache_path: str | Path, n_rows: int) -> int:
+        shape = np.load(cache_path, mmap_mode="r").shape
+        return int(n_rows * np.prod(shape[1:]))
+
+    def _shard(self) -> torch.Tensor:
+        keys = torch.as_tensor(list(self.sampler) if self.sampler is not None else range(len(self.indices)))
+        if self.sampler is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return keys
+        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        keys = torch.cat([keys, keys[:(-len(keys)) % world]])
+        return keys[rank::world]
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        if self.sampler is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            n = -(-n // torch.distributed.get_world_size())
+        return -(-n // self.batch_size)
+
+    def __iter__(self):
+        if self._images is None:
+            device = self.device or (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available()
+                                     else torch.device("cpu"))
+            rows = np.load(self.cache_path, mmap_mode="r")[np.sort(self.indices)]
+            images = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+            self._images = images[torch.as_tensor(np.argsort(np.argsort(self.indices)), device=device)]
+            self._targets = self.targets.to(device)
+        device = self._images.device
+        for k in self._shard().split(self.batch_size):
+            i = (k % len(self.indices)).to(device)
+            if self.sampler is None:
+                x = self.transform(self._images[i])
+            else:
+                g = torch.Generator(device=device).manual_seed(batch_seed(self.seed, k[0]))
+                x = self.transform(self._images[i], g)
+            yield x, self._targets[i], i
 
 
 class EpochSampler(torch.utils.data.Sampler):

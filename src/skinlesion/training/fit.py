@@ -172,7 +172,7 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
     workers = default_num_workers(t.num_workers)
     cache = build_cache(split["path"].tolist(), pre, t.cache_dir, num_workers=workers, progress=progress)
     gpu_augment = t.gpu_augment if t.gpu_augment is not None else _accelerator_is_cuda(t)
-    data = build_data(split, cache, pre, t, gpu_augment)
+    data = build_data(split, cache, pre, t, gpu_augment, t.device_cache)
     if len(data.val_idx) == 0:
         raise DataError(f"{run_dir / 'split.csv'} has no validation images. Remedy: re-run prepare with a val ratio > 0")
     echo(data.summary)
@@ -190,7 +190,7 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
     echo(f"model: {spec.name} (timm {spec.timm_id}) at {spec.image_size}px, "
          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n_groups} parameter groups; "
          f"train {len(data.train_idx)} / val {len(data.val_idx)} images"
-         + ("; augmentation on the device" if gpu_augment else ""))
+         + f"; augmentation {data.augmentation['policy']} on the {data.augmentation['where']}")
     return TrainSetup(cfg, run_dir, ctx, split, data_root, spec, pre, data, model, n_groups, encoder, meta)
 
 
@@ -237,7 +237,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if trainer is None:  # every phase was already complete: a trainer just for the final validation pass
         trainer, _ = _make_trainer(t, run_dir, 0, 1, offset, progress)
     final_validation_events(trainer.loggers)
-    _quietly(trainer.validate, module, data.loader(data.val), verbose=False)  # gathered across ranks
+    _quietly(trainer.validate, module, data.val_loader(), verbose=False)  # gathered across ranks
     if not trainer.is_global_zero:
         return None
     atomic.write_json(run_dir / "checkpoints" / "best.json", best)
@@ -256,6 +256,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     config["recipe"] = {k: getattr(t, k) for k in ("recipe", *LOCKED_KEYS[LOCKED_KEYS.index("schedule"):],
                                                      "phases", "epochs", "lr")}
     train_labels = split["label"].iloc[data.train_idx]
+    config["augmentation"] = data.augmentation
     config["training_prior"] = {  # what class weighting did to the logits: undone by the calibration's offset
         "pos_weight": float(data.loss_weight.item()) if t.task == "binary" and data.loss_weight is not None else None,
         "balanced_sampler": bool(t.balanced_sampler), "train_prevalence": float(train_labels.mean()),
@@ -294,7 +295,7 @@ def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, l
         train_ds, val_ds = cache_features(model, data, t.cache_features, device, echo)
         train_loader, val_loader = data.train_loader(seed, train_ds), data.loader(val_ds)
     else:
-        train_loader, val_loader = data.train_loader(seed), data.loader(data.val)
+        train_loader, val_loader = data.train_loader(seed), data.val_loader()
     try:
         _quietly(trainer.fit, module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     except pickle.UnpicklingError as exc:

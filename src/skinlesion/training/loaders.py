@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.batch_augment import BatchAugment
-from ..data.cache import CachedImages, EpochSampler, default_num_workers
+from ..data.batch_augment import BatchAugment, CenterBatch
+from ..data.cache import AugmentedBatches, CachedImages, DeviceBatches, EpochSampler, default_num_workers
 from ..data.transforms import Preprocessing
 from ..labels import DX_CODES, label_for
 from .module import class_weights
@@ -29,10 +29,12 @@ class TrainData:
     val_idx: np.ndarray
     loss_weight: torch.Tensor | None
     sample_weights: np.ndarray | None
-    batch_augment: BatchAugment | None
+    batch_augment: BatchAugment | None  # with device augmentation: applied to uint8 batches after transfer
     workers: int
     batch_size: int
     summary: str
+    augmentation: dict  # what ran, for config.yaml and the bundle
+    device_cache: tuple[DeviceBatches, DeviceBatches] | None = None  # (train, val) in device memory
 
     def loader(self, dataset, sampler=None) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False,
@@ -42,16 +44,25 @@ class TrainData:
     def train_loader(self, seed: int, dataset=None) -> torch.utils.data.DataLoader:
         """Sampling order and CPU augmentation both drawn from ``seed`` (a phase's own seed, so phase 2
         does not replay phase 1's crops and flips)."""
+        if dataset is None and self.device_cache is not None:
+            train = copy.copy(self.device_cache[0])
+            train.seed, train.sampler = seed, EpochSampler(len(self.train_idx), seed, self.sample_weights)
+            return train
         ds = dataset if dataset is not None else self.train
         if isinstance(ds, CachedImages) and ds.seed is not None:
             ds = copy.copy(ds)
             ds.seed = seed
         return self.loader(ds, EpochSampler(len(self.train_idx), seed, self.sample_weights))
 
+    def val_loader(self):
+        return self.device_cache[1] if self.device_cache is not None else self.loader(self.val)
 
-def build_data(split, cache, pre: Preprocessing, t, gpu_augment: bool) -> TrainData:
-    """Train/val datasets over the cache; class weights or a balanced sampler; augmentation on the
-    CPU workers (torchvision presets) or, with ``gpu_augment``, as batched ops on the device."""
+
+def build_data(split, cache, pre: Preprocessing, t, gpu_augment: bool, device_cache: bool | None = None) -> TrainData:
+    """Train/val datasets over the cache; class weights or a balanced sampler; the policy's batched
+    augmentation (one implementation, :mod:`skinlesion.data.batch_augment`) in the CPU workers, or with
+    ``gpu_augment`` on the device: from a device-resident copy of the images when ``device_cache`` (None:
+    when they fit in 40% of the free device memory), else after the uint8 batches are transferred."""
     targets = np.array([label_for(dx, t.task) for dx in split["dx"]])
     train_idx = np.flatnonzero(split["split"].to_numpy() == "train")
     val_idx = np.flatnonzero(split["split"].to_numpy() == "val")
@@ -65,12 +76,26 @@ def build_data(split, cache, pre: Preprocessing, t, gpu_augment: bool) -> TrainD
         summary = "class imbalance: " + (
             f"pos_weight = benign/malignant = {weights.item():.3f}" if t.task == "binary" else
             "class weights " + ", ".join(f"{d}={w:.2f}" for d, w in zip(DX_CODES, weights.tolist())))
-    augment = BatchAugment(pre.image_size, pre.mean, pre.std) if gpu_augment else None
-    train_ds = CachedImages(cache, train_idx, targets[train_idx], _identity if gpu_augment else pre.train_transform(t.augment),
-                            seed=t.seed)
+    augment = BatchAugment(pre.image_size, pre.mean, pre.std, t.augment)
     val_ds = CachedImages(cache, val_idx, targets[val_idx], pre.eval_transform())
+    if not gpu_augment:
+        train_ds = AugmentedBatches(cache, train_idx, targets[train_idx], augment, seed=t.seed)
+        return TrainData(train_ds, val_ds, train_idx, val_idx, loss_weight, sample_w, None,
+                         default_num_workers(t.num_workers), t.batch_size, summary,
+                         {**augment.describe(), "where": "DataLoader workers (CPU), a batch per call"})
+    train_ds = CachedImages(cache, train_idx, targets[train_idx], _identity, seed=t.seed)
+    if device_cache is None:
+        device_cache = torch.cuda.is_available() and DeviceBatches.nbytes(cache, len(train_idx) + len(val_idx)) \
+            < 0.4 * torch.cuda.mem_get_info()[0]
+    resident = None
+    if device_cache:
+        resident = (DeviceBatches(cache, train_idx, targets[train_idx], t.batch_size, augment, seed=t.seed),
+                    DeviceBatches(cache, val_idx, targets[val_idx], t.batch_size,
+                                  CenterBatch(pre.image_size, pre.mean, pre.std)))
+    where = "device, images held in device memory" if device_cache else "device, after transfer of uint8 batches"
     return TrainData(train_ds, val_ds, train_idx, val_idx, loss_weight, sample_w, augment,
-                     default_num_workers(t.num_workers), t.batch_size, summary)
+                     default_num_workers(t.num_workers), t.batch_size, summary, {**augment.describe(), "where": where},
+                     resident)
 
 
 class FeatureViews(torch.utils.data.Dataset):
@@ -93,7 +118,7 @@ def _features(backbone, data: TrainData, dataset, keys, device, augment: bool) -
     out = []
     for step, (x, _, _) in enumerate(loader):
         x = x.to(device)
-        if augment and data.batch_augment is not None:
+        if augment and data.batch_augment is not None and x.dtype == torch.uint8:
             x = data.batch_augment(x, torch.Generator(device=device).manual_seed(int(keys[0]) * 7919 + step))
         out.append(backbone(x).float().cpu())
     return torch.cat(out)

@@ -37,7 +37,7 @@ def lr_find(cfg: RunConfig, run_dir: str | Path, num_training: int = 100, min_lr
     trainer, _ = _make_trainer(t, run_dir / "lr_find", phase, num_training, 0, progress)  # epochs >= steps
     trainer.logger = None
     loader = st.data.train_loader(t.seed + 1000 * phase)
-    finder = _quietly(Tuner(trainer).lr_find, module, train_dataloaders=loader, val_dataloaders=st.data.loader(st.data.val),
+    finder = _quietly(Tuner(trainer).lr_find, module, train_dataloaders=loader, val_dataloaders=st.data.val_loader(),
                       min_lr=min_lr, max_lr=max_lr, num_training=num_training, attr_name="lr", update_attr=False)
     if finder is None:
         raise DataError("the learning-rate finder stopped early (the loss diverged at once). Remedy: lower --max-lr")
