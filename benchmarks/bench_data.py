@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     from skinlesion.data.batch_augment import BatchAugment
-    from skinlesion.data.cache import CachedImages, EpochSampler, build_cache
+    from skinlesion.data.cache import AugmentedBatches, CachedImages, EpochSampler, build_cache
     from skinlesion.data.transforms import Preprocessing
 
     paths = sorted(str(p) for p in Path(args.data).rglob("*.jpg"))
@@ -74,7 +74,8 @@ def main() -> None:
     for w in args.workers:
         kw = dict(batch_size=args.batch_size, num_workers=w, persistent_workers=w > 0)
         naive = rate(torch.utils.data.DataLoader(NaiveJPEGs(paths, args.image_size, pre.mean, pre.std), shuffle=True, **kw), args.epochs)
-        ds = CachedImages(cache, np.arange(len(paths)), np.zeros(len(paths)), pre.train_transform(), seed=0)
+        ds = AugmentedBatches(cache, np.arange(len(paths)), np.zeros(len(paths)),
+                              BatchAugment(args.image_size, pre.mean, pre.std), seed=0)
         cached = rate(torch.utils.data.DataLoader(ds, sampler=EpochSampler(len(paths), 0), **kw), args.epochs)
         # GPU recipe: workers only read and collate uint8 squares; augmentation runs on the device
         raw_ds = CachedImages(cache, np.arange(len(paths)), np.zeros(len(paths)), _identity, seed=0)

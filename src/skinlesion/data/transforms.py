@@ -16,14 +16,6 @@ from torchvision.transforms.v2 import functional as F
 from .images import ImageDecodeError, check_dimensions, load_rgb
 
 
-class RandomRot90(torch.nn.Module):
-    """Rotate a CHW tensor by 0, 90, 180 or 270 degrees (exact; drawn from torch's global RNG, which the
-    cached dataset seeds per sample)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.rot90(x, int(torch.randint(0, 4, ()).item()), dims=(-2, -1))
-
-
 #: Colour-constancy methods by name (``Preprocessing.colour_constancy``).
 COLOUR_CONSTANCY = ("shades_of_gray",)
 SHADES_OF_GRAY_P = 6
@@ -45,7 +37,8 @@ def shades_of_gray(x: torch.Tensor, p: int = SHADES_OF_GRAY_P) -> torch.Tensor:
 @dataclass(frozen=True)
 class Preprocessing:
     """Resize the shorter side to ``resize_size``, center-crop a ``resize_size`` square (cached),
-    then center-crop (eval) or random-resized-crop (train) ``image_size`` and normalise."""
+    then center-crop ``image_size`` and normalise (training augments the square instead: the policies in
+    :mod:`skinlesion.data.batch_augment`)."""
 
     image_size: int
     resize_size: int
@@ -117,27 +110,6 @@ class Preprocessing:
     def load(self, path: str | Path) -> torch.Tensor:
         """Decode a file with the project's decoder and return its cached square form."""
         return self.square(load_rgb(path))  # full decode (no JPEG draft), so files == in-memory images
-
-    def train_transform(self, policy: str = "classic") -> v2.Compose:
-        """``classic``: crop, flips, +-30 degree rotation, mild colour jitter. ``derm``: a dermoscopy policy —
-        a lesion photo has no up or down, so random 90-degree turns with both flips (all 8 symmetries of the
-        square) are label-preserving; plus a wider crop, affine, stronger colour/contrast jitter (another
-        dermatoscope's colour), occasional blur and JPEG recompression."""
-        finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(self.mean), list(self.std))]
-        if policy == "derm":
-            return v2.Compose([
-                v2.RandomResizedCrop(self.image_size, scale=(0.35, 1.0), antialias=True),
-                v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomRot90(),
-                v2.RandomApply([v2.RandomAffine(degrees=30, scale=(0.9, 1.1), shear=8)], p=0.5),
-                v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.25, hue=0.04),
-                v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.2),
-                v2.RandomApply([v2.JPEG((40, 95))], p=0.25), *finish])
-        if policy != "classic":
-            raise ValueError(f"unknown augmentation policy {policy!r} (classic or derm)")
-        return v2.Compose([
-            v2.RandomResizedCrop(self.image_size, scale=(0.6, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), v2.RandomRotation(30),
-            v2.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.02), *finish])
 
     def eval_transform(self) -> v2.Compose:
         return v2.Compose([v2.CenterCrop(self.image_size), v2.ToDtype(torch.float32, scale=True),
