@@ -35,12 +35,14 @@ def _train(run, cache, *extra):
     return out
 
 
-def test_ddp_two_processes_gather_each_val_image_once(demo_data, tmp_path):
+@pytest.mark.parametrize("device_path", [[], ["--gpu-augment", "--device-cache"]], ids=["loaders", "device-cache"])
+def test_ddp_two_processes_gather_each_val_image_once(demo_data, tmp_path, device_path):
+    """Also with the GPU recipe's device-resident batches (here on CPU tensors): each rank its shard."""
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     split = _odd_val_split(demo_data, single)
     _odd_val_split(demo_data, ddp)
-    _train(single, tmp_path / "cache", "--devices", "1")
-    _train(ddp, tmp_path / "cache", "--devices", "2", "--strategy", "ddp")
+    _train(single, tmp_path / "cache", "--devices", "1", *device_path)
+    _train(ddp, tmp_path / "cache", "--devices", "2", "--strategy", "ddp", *device_path)
     val_ids = split.loc[split["split"] == "val", "image_id"]
     for run in (single, ddp):
         preds = pd.read_csv(run / "val_predictions.csv")

@@ -43,6 +43,22 @@ def test_cpu_workers_and_device_resident_paths_give_identical_batches(tmp_path):
     assert not torch.allclose(next(iter(resident))[0], b[0][0])
 
 
+def test_device_batches_give_each_rank_its_own_padded_shard(tmp_path, monkeypatch):
+    path, _ = cache_file(tmp_path, n=11)
+    idx = np.arange(11)
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda r=rank: r)
+        sampler = EpochSampler(11, seed=0)
+        train = DeviceBatches(path, idx, idx % 2, 4, BatchAugment(20, (0.5,) * 3, (0.25,) * 3), sampler=sampler)
+        rows = torch.cat([b[2] for b in train])
+        assert len(train) == 2 and len(rows) == 6  # ceil(11 / 2) rows each, in batches of 4
+        seen.append(rows)
+    assert set(torch.cat(seen).tolist()) == set(range(11))  # together: every image (one repeated as padding)
+
+
 def test_device_resident_validation_equals_the_eval_transform(tmp_path):
     path, x = cache_file(tmp_path, size=27)
     pre = Preprocessing(20, 27, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))

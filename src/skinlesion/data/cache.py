@@ -165,9 +165,10 @@ class AugmentedBatches(CachedImages):
 
 class DeviceBatches:
     """The cache's rows ``indices`` as one uint8 tensor in device memory, served as whole batches with no
-    per-sample Python: index gathering on the device, then ``augment`` (training, in :class:`EpochSampler`
-    order, batch seeds as :class:`AugmentedBatches`) or ``center`` (validation, in order). Under DDP each
-    rank takes its own shard of the epoch's order (padded to equal length, as DistributedSampler)."""
+    per-sample Python: index gathering on the device, then ``transform``: a :class:`BatchAugment` (training,
+    in :class:`EpochSampler` order, batch seeds as :class:`AugmentedBatches`) or a :class:`CenterBatch`
+    (validation, in order). Under DDP each rank takes its own shard of the order (padded to equal length
+    by repeating its start, as DistributedSampler; validation outputs are de-duplicated by index)."""
 
     def __init__(self, cache_path: str | Path, indices, targets, batch_size: int, transform,
                  sampler: "EpochSampler | None" = None, seed: int = 0, device=None):
@@ -184,7 +185,7 @@ class DeviceBatches:
 
     def _shard(self) -> torch.Tensor:
         keys = torch.as_tensor(list(self.sampler) if self.sampler is not None else range(len(self.indices)))
-        if self.sampler is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
             return keys
         world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
         keys = torch.cat([keys, keys[:(-len(keys)) % world]])
@@ -192,7 +193,7 @@ class DeviceBatches:
 
     def __len__(self) -> int:
         n = len(self.indices)
-        if self.sampler is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
             n = -(-n // torch.distributed.get_world_size())
         return -(-n // self.batch_size)
 
