@@ -31,7 +31,7 @@ def bare_rates(arch: str, image_size: int, batch: int, device: torch.device, min
     from skinlesion.models import build_model, get_spec
     from skinlesion.training import recipe
     from skinlesion.training.trainer import _precision
-    t = load_config().train  # the CLI's default recipe
+    t = recipe.device_batch(load_config().train, device.type == "cuda")  # the CLI's default recipe on this device
     precision = _precision(t.precision)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     model = build_model(get_spec(arch, image_size), "binary", pretrained=False).to(device)
@@ -77,14 +77,16 @@ def bare_rates(arch: str, image_size: int, batch: int, device: torch.device, min
             "train_img_s": rate(train_step, True), "eval_img_s": rate(eval_step, False)}
 
 
-def project_rates(data: Path, arch: str, image_size: int, epochs: int, limit: int | None, work: Path) -> dict:
+def project_rates(data: Path, arch: str, image_size: int, epochs: int, limit: int | None, work: Path,
+                  batch: int | None) -> dict:
     """Train with the default recipe; steady-state throughput from metrics.csv."""
     from skinlesion.config import load_config
     from skinlesion.training.fit import train
     from skinlesion.training.history import read_history
     cfg = load_config(overrides={"data.root": str(data), "train.arch": arch, "train.image_size": image_size,
                                  "train.epochs": epochs, "train.pretrained": False, "train.patience": epochs + 1,
-                                 "train.limit_train_batches": limit, "train.cache_dir": str(work / "cache")})
+                                 "train.limit_train_batches": limit, "train.cache_dir": str(work / "cache"),
+                                 "train.batch_size": batch})
     start = time.perf_counter()
     train(cfg, work / "run", progress=False, echo=lambda *a: None)
     wall = time.perf_counter() - start
@@ -113,13 +115,15 @@ def main() -> None:
     if not args.data.is_dir():
         raise SystemExit(f"no dataset at {args.data}: pass --data DIR (HAM10000 layout)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    batch = args.batch_size or load_config().train.batch_size
+    from skinlesion.training.recipe import device_batch
+    batch = args.batch_size or device_batch(load_config().train, device.type == "cuda").batch_size
     print(f"device: {device}; {args.arch} at {args.image_size}px, batch {batch}")
     bare = bare_rates(args.arch, args.image_size, batch, device, args.min_time)
     print(f"bare step: train {bare['train_img_s']:.1f} img/s, eval {bare['eval_img_s']:.1f} img/s ({bare['precision']})")
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
-        proj = project_rates(args.data, args.arch, args.image_size, args.epochs, args.limit_train_batches, work)
+        proj = project_rates(args.data, args.arch, args.image_size, args.epochs, args.limit_train_batches, work,
+                             args.batch_size)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ratio = {"train": proj["train_img_s"] / bare["train_img_s"], "eval": proj["eval_img_s"] / bare["eval_img_s"]}

@@ -146,3 +146,26 @@ def test_gpu_check_runs_end_to_end_shrunk_on_the_cpu(tmp_path):
     assert "start-up ratio" in out.stdout and "cv wall time" in out.stdout and "(exit 0)" in out.stdout
     result = json.loads((tmp_path / "work/results/pipeline_simple_cnn_32.json").read_text())
     assert result["ratio"]["train"] > 0 and result["bare"]["train_img_s"] > 0 and result["project"]["epochs"] == 2
+
+
+def test_default_batch_per_device_scales_the_lr_by_the_recorded_sqrt_rule(demo_data, tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from skinlesion.config import load_config
+    from skinlesion.training.recipe import CPU_BATCH, CUDA_BATCH, device_batch
+    t = load_config().train
+    assert t.batch_size is None and t.lr_scaling is None
+    cpu, cuda = device_batch(t, cuda=False), device_batch(t, cuda=True)
+    assert (cpu.batch_size, cpu.lr, cpu.lr_scaling) == (CPU_BATCH, t.lr, None)
+    assert cuda.batch_size == CUDA_BATCH and cuda.lr == pytest.approx(t.lr * (CUDA_BATCH / CPU_BATCH) ** 0.5)
+    assert "sqrt" in cuda.lr_scaling
+    explicit = dataclasses.replace(t, batch_size=64)
+    assert device_batch(explicit, cuda=True) == explicit  # a batch the user chose keeps the lr as given
+    cfg = tiny_cfg(demo_data, tmp_path, epochs=1, batch_size=None)
+    train(cfg, tmp_path / "run", progress=False)
+    saved = yaml.safe_load((tmp_path / "run/config.yaml").read_text())["train"]
+    assert saved["batch_size"] == CPU_BATCH and saved["lr"] == cfg.train.lr  # resolved and recorded
+    recipe = json.loads((tmp_path / "run/bundle/config.json").read_text())["recipe"]
+    assert recipe["batch_size"] == CPU_BATCH and recipe["lr_scaling"] is None

@@ -72,7 +72,8 @@ def _add_train_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--arch", "train.arch", f"backbone: {', '.join(list_backbones())} or any timm model name")
     _opt(p, "--task", "train.task", "binary (benign/malignant) or 7class (dx)", choices=["binary", "7class"])
     _opt(p, "--epochs", "train.epochs", "total epochs over both phases", type=int)
-    _opt(p, "--batch-size", "train.batch_size", "batch size", type=int)
+    _opt(p, "--batch-size", "train.batch_size", "batch size (None: 32 on a CPU; 128 with CUDA, with the lr scaled by "
+         "sqrt(128/32))", type=int)
     _opt(p, "--image-size", "train.image_size", "input size in pixels (None: the backbone's default)", type=int)
     _opt(p, "--weights", "train.weights", "local .safetensors/state-dict file with ImageNet weights", metavar="FILE")
     p.add_argument("--no-pretrained", dest="train.pretrained", action="store_false", default=argparse.SUPPRESS,

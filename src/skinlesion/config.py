@@ -79,7 +79,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     unfreeze_groups: int | None = None  # None: the backbone's registry default
     dropout: float = 0.3
-    batch_size: int = 32
+    batch_size: int | None = None  # None: 32 on a CPU, 128 with CUDA (lr then scaled by sqrt(128/32))
+    lr_scaling: str | None = None  # written when the device's default batch scaled the lr (the rule, as text)
     balanced_sampler: bool = False
     patience: int = 5  # early stopping on val PR-AUC
     lr_patience: int = 2  # ReduceLROnPlateau on val PR-AUC
@@ -141,7 +142,7 @@ RULES: tuple[tuple[str, Any, str, str], ...] = (
     ("data.format", lambda v: v in ("auto", "ham10000", "isic", "folders", "csv"),
      "one of auto, ham10000, isic, folders, csv", "auto"),
     ("train.epochs", _positive_int, "a whole number >= 1", "15"),
-    ("train.batch_size", _positive_int, "a whole number >= 1", "32"),
+    ("train.batch_size", lambda v: v is None or _positive_int(v), "a whole number >= 1", "32"),
     ("train.phase1_epochs", lambda v: isinstance(v, int) and v >= 0, "a whole number >= 0", "5"),
     ("train.lr", _finite(0, 10), "a number in [0, 10]", "1e-4"),
     ("train.phase2_lr_factor", _finite(0, 100, lo_open=True), "a number in (0, 100]", "0.1"),

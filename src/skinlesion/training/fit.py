@@ -33,6 +33,7 @@ from .history import plot_history, read_history
 from .trainer import _accelerator_is_cuda, _batches, _make_trainer, _quietly
 from .loaders import build_data, cache_features
 from ..tracking import final_validation_events, finish_training, open_trackers
+from . import recipe
 from .module import LesionModule
 
 
@@ -163,7 +164,8 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
         verify_checkpoints(run_dir)
     spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
     pre = Preprocessing.for_spec(spec, "shades_of_gray" if t.colour_constancy else None)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
+    t = recipe.device_batch(dataclasses.replace(t, image_size=spec.image_size), _accelerator_is_cuda(t))
+    cfg = dataclasses.replace(cfg, train=t)
     t = cfg.train
     if write and process_rank() == 0:
         save_config(cfg, run_dir)
@@ -254,7 +256,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     if st.encoder is not None:
         config["metadata"] = st.encoder.to_dict()
     config["recipe"] = {k: getattr(t, k) for k in ("recipe", *LOCKED_KEYS[LOCKED_KEYS.index("schedule"):],
-                                                     "phases", "epochs", "lr")}
+                                                     "phases", "epochs", "lr", "batch_size", "lr_scaling")}
     train_labels = split["label"].iloc[data.train_idx]
     config["augmentation"] = data.augmentation
     config["training_prior"] = {  # what class weighting did to the logits: undone by the calibration's offset

@@ -128,6 +128,11 @@ class LesionModule(L.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         return loss
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # dropout and drop-path drawn from (seed, phase, step): the same whatever the loader consumed from the
+        # global RNG, so a resumed run repeats the original (the augmentation has its own batch seeds)
+        torch.manual_seed((self.seed * 7 + self.phase * 100_003) * 1_000_003 + self.global_step)
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if self.ema is not None:
             self.ema.update(self.model, step=self.global_step)

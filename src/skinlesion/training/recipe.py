@@ -3,8 +3,28 @@ mixup/cutmix, label smoothing and the losses that accept their soft targets. Pur
 ``TrainConfig`` (``t``); the LightningModule only calls them."""
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import torch
 from torch import nn
+
+
+#: Default batch per device; with CUDA the recipe's lr (tuned at CPU_BATCH) is scaled by sqrt(batch ratio),
+#: the square-root rule for Adam-type optimizers (Malladi et al. 2022; Granziol et al. 2022).
+CPU_BATCH, CUDA_BATCH = 32, 128
+
+
+def device_batch(t, cuda: bool):
+    """``t`` with its batch size resolved: an explicit ``batch_size`` is kept as given (lr untouched);
+    None becomes CPU_BATCH, or CUDA_BATCH with the lr scaled and the rule recorded in ``lr_scaling``."""
+    if t.batch_size is not None:
+        return t
+    if not cuda:
+        return dataclasses.replace(t, batch_size=CPU_BATCH)
+    lr = t.lr * math.sqrt(CUDA_BATCH / CPU_BATCH)
+    return dataclasses.replace(t, batch_size=CUDA_BATCH, lr=lr, lr_scaling=(
+        f"sqrt rule: recipe lr {t.lr:g} x sqrt({CUDA_BATCH}/{CPU_BATCH}) = {lr:g} for the CUDA default batch {CUDA_BATCH}"))
 
 
 def param_groups(model, weight_decay: float, layer_decay: float | None) -> list[dict]:

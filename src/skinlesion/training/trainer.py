@@ -63,7 +63,7 @@ def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progre
         max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
         num_nodes=t.num_nodes, precision=_precision(t.precision), callbacks=callbacks, logger=loggers or False,
         num_sanity_val_steps=0, enable_progress_bar=progress and tty, enable_model_summary=False, log_every_n_steps=10,
-        limit_train_batches=t.limit_train_batches)
+        limit_train_batches=t.limit_train_batches, benchmark=True if _accelerator_is_cuda(t) else None)
     return trainer, checkpoint
 
 
