@@ -54,7 +54,7 @@ def main() -> int:
     from skinlesion.data.audit import (DEFAULT_THRESHOLD, cross_group_pairs, hash_distance, image_hash,
                                        image_hashes, merge_near_duplicates, nearest_distances)
     from skinlesion.data.images import load_rgb
-    from skinlesion.data.metadata import load_dataset
+    from skinlesion.data.dataset import load_dataset
     from skinlesion.data.split import make_split
 
     frame = load_dataset(args.data, progress=False).frame

@@ -40,6 +40,7 @@ def main() -> int:
     from skinlesion.data.cache import build_cache, default_num_workers
     from skinlesion.data.transforms import Preprocessing
     from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.evaluation.site_data import EvalOptions
     from skinlesion.models import get_spec
     from skinlesion.training import cv
     from skinlesion.training.fit import _split_with_paths, auto_image_size
@@ -69,7 +70,7 @@ def main() -> int:
     result = cv.run_cv(cfg, out, folds=args.folds, resume=(out / "folds").exists(), progress=False, echo=print)
     cv_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ev = evaluate_run(out, n_boot=args.bootstrap, progress=False).metrics
+    ev = evaluate_run(out, opts=EvalOptions(n_boot=args.bootstrap, progress=False)).metrics
     eval_wall = time.perf_counter() - t0
     s = result.summary
     row = {"folds": args.folds, "recipe": cfg.train.recipe, "arch": t.arch, "image_size": spec.image_size,

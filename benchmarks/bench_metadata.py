@@ -30,6 +30,7 @@ def main() -> int:
     from skinlesion.data.prepare import prepare
     from skinlesion.evaluation.bootstrap import paired_difference
     from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.evaluation.site_data import EvalOptions
     from skinlesion.evaluation.metrics import roc_auc
     from skinlesion.training.fit import train
 
@@ -50,7 +51,7 @@ def main() -> int:
             shutil.copy(out / "_split" / f, run / f)
         t0 = time.perf_counter()
         train(cfg, run, progress=False, echo=lambda *a: None)
-        m = evaluate_run(run, n_boot=args.bootstrap, progress=False).metrics
+        m = evaluate_run(run, opts=EvalOptions(n_boot=args.bootstrap, progress=False)).metrics
         preds[name] = pd.read_csv(run / "test_predictions.csv", dtype={"image_id": str, "lesion_id": str})
         results[name] = {"minutes": (time.perf_counter() - t0) / 60,
                          **{k: m["at_threshold"][k] for k in ("roc_auc", "pr_auc", "sensitivity", "specificity")}}

@@ -82,7 +82,8 @@ def parse_sets(pairs: list[str]) -> dict:
 
 def run_split(run: Path):
     """The run's bundle and its split joined with the metadata columns (for metadata models)."""
-    from skinlesion.evaluation.evaluate import META_COLUMNS, run_context
+    from skinlesion.evaluation.evaluate import run_context
+    from skinlesion.evaluation.site_data import META_COLUMNS
     from skinlesion.inference.bundle import load_bundle
     bundle = load_bundle(run / "bundle")
     return bundle, run_context(run, bundle, META_COLUMNS)[1]
@@ -104,6 +105,7 @@ def run_variant(recipe: str, args) -> dict:
     from skinlesion.data.images import load_rgb
     from skinlesion.data.prepare import prepare
     from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.evaluation.site_data import EvalOptions
     from skinlesion.evaluation.tune import tune_threshold
     from skinlesion.inference.predictor import Predictor
     from skinlesion.training.fit import train
@@ -129,7 +131,7 @@ def run_variant(recipe: str, args) -> dict:
     result = train(cfg, run, progress=False, echo=lambda *a: None)
     train_wall, train_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     tune = tune_threshold(run, 0.90)
-    test = evaluate_run(run, n_boot=args.bootstrap, progress=False).metrics
+    test = evaluate_run(run, opts=EvalOptions(n_boot=args.bootstrap, progress=False)).metrics
     val = pd.read_csv(run / "val_predictions.csv", dtype={"image_id": str, "lesion_id": str})
     test_pred = pd.read_csv(run / "test_predictions.csv", dtype={"image_id": str, "lesion_id": str})
     from skinlesion.data.metadata import find_images

@@ -27,7 +27,7 @@ SIZES = (25, 50, 100, 200)
 def external_figures(run: Path, external: Path, repeats: int, n_boot: int, seed: int = 0) -> dict:
     from skinlesion.data.formats import TableSpec
     from skinlesion.evaluation.calibration import Calibration
-    from skinlesion.evaluation.evaluate import read_site, site_predictions
+    from skinlesion.evaluation.site_data import read_site, site_predictions
     from skinlesion.evaluation.metrics import expected_calibration_error, roc_auc, threshold_metrics, top_label_ece
     from skinlesion.evaluation.site import local_cases_curve, unlabelled_estimate
     from skinlesion.evaluation.summary import auc_estimates
@@ -63,10 +63,11 @@ def ham_figures(run: Path, n_boot: int) -> dict:
     import pandas as pd
 
     from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.evaluation.site_data import EvalOptions
     from skinlesion.evaluation.tune import tune_threshold
     if not (run / "threshold.json").is_file() or "calibration" not in json.loads((run / "bundle/config.json").read_text()):
         tune_threshold(run, 0.90)  # fits the calibration too
-    m = evaluate_run(run, n_boot=n_boot, progress=False).metrics
+    m = evaluate_run(run, opts=EvalOptions(n_boot=n_boot, progress=False)).metrics
     c = m["calibration"]
     val = pd.read_csv(run / "val_predictions.csv")
     return {"test_roc_auc": m["at_threshold"]["roc_auc"], "test_sensitivity": m["at_threshold"]["sensitivity"],

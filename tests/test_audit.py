@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import LOWRES, needs
 from skinlesion.data.audit import DEFAULT_THRESHOLD, audit, cross_group_pairs, image_hashes, merge_near_duplicates
-from skinlesion.data.metadata import load_dataset
+from skinlesion.data.dataset import load_dataset
 from skinlesion.data.split import make_split
 from skinlesion.data.synthetic import make_demo_data
 

@@ -30,9 +30,10 @@ ARTIFACTS = Path(os.environ.get("SKINLESION_TEST_ARTIFACTS", Path(__file__).reso
 def evaluated_bundle(bundle, tmp_path):  # noqa: F811
     """A copy of the tiny run, evaluated, so its bundle carries test metrics with CIs for the model panel."""
     from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.evaluation.site_data import EvalOptions
     run = tmp_path / "run"
     shutil.copytree(Path(bundle).parent, run)
-    evaluate_run(run, n_boot=50, num_workers=0, progress=False)
+    evaluate_run(run, opts=EvalOptions(n_boot=50, num_workers=0, progress=False))
     return run / "bundle"
 
 

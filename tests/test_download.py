@@ -16,7 +16,7 @@ from PIL import Image
 
 from skinlesion.cli import main
 from skinlesion.data.download import DownloadError, download
-from skinlesion.data.metadata import load_dataset
+from skinlesion.data.dataset import load_dataset
 
 
 def _jpeg(seed: int) -> bytes:

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from skinlesion.cli import main
-from skinlesion.data.metadata import DataError
+from skinlesion.errors import DataError
 from skinlesion.evaluation.compare import compare_runs
 from skinlesion.evaluation.evaluate import evaluate_external, evaluate_run
+from skinlesion.evaluation.site_data import EvalOptions, SiteData
 from skinlesion.evaluation.summary import summarize
 from skinlesion.evaluation.tune import tune_threshold
 from skinlesion.inference.bundle import BundleError
@@ -41,7 +42,7 @@ def test_tune_threshold_writes_threshold_and_updates_bundle(trained_run, capsys)
 
 def test_evaluate_run_writes_metrics_report_and_card(trained_run):
     tune_threshold(trained_run, 0.9)
-    result = evaluate_run(trained_run, n_boot=100, num_workers=0, progress=False, calibrate=True)
+    result = evaluate_run(trained_run, calibrate=True, opts=EvalOptions(n_boot=100, num_workers=0, progress=False))
     m = json.loads((trained_run / "metrics.json").read_text())
     for key in ("roc_auc", "pr_auc", "pauc_above_tpr80", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
                 "ppv", "npv", "f1", "brier", "ece"):
@@ -108,15 +109,15 @@ def test_external_data_errors_are_clear(trained_run, demo_data, tmp_path):
     meta.loc[3, "dx"] = "lentigo"
     meta.to_csv(bad / "HAM10000_metadata.csv", index=False)
     with pytest.raises(DataError, match="unknown dx code.*'lentigo'"):
-        evaluate_external(trained_run / "bundle", bad, tmp_path / "o1", n_boot=10, num_workers=0, progress=False)
+        evaluate_external(trained_run / "bundle", SiteData(str(bad)), tmp_path / "o1", EvalOptions(n_boot=10, num_workers=0, progress=False))
     meta.loc[3, "dx"] = "nv"
     meta.to_csv(bad / "HAM10000_metadata.csv", index=False)
     (bad / "images" / f"{meta.loc[5, 'image_id']}.jpg").unlink()
     with pytest.raises(DataError, match=f"{meta.loc[5, 'image_id']}.*--allow-missing"):
-        evaluate_external(trained_run / "bundle", bad, tmp_path / "o2", n_boot=10, num_workers=0, progress=False)
+        evaluate_external(trained_run / "bundle", SiteData(str(bad)), tmp_path / "o2", EvalOptions(n_boot=10, num_workers=0, progress=False))
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
     with pytest.raises(BundleError, match="not a model bundle"):
-        evaluate_external(tmp_path, demo_data, tmp_path / "o3", n_boot=10, progress=False)
+        evaluate_external(tmp_path, SiteData(str(demo_data)), tmp_path / "o3", EvalOptions(n_boot=10, progress=False))
 
 
 def test_compare_two_runs_on_the_same_images(trained_run, tmp_path, capsys):
@@ -148,7 +149,7 @@ def test_summary_per_dx_counts_and_one_class_error():
 def test_model_card_checklist_fills_what_the_run_knows_and_lists_the_rest(trained_run):
     from skinlesion.evaluation.checklist import AUTHOR, FILLED, checklist
     tune_threshold(trained_run, 0.9)
-    evaluate_run(trained_run, n_boot=20, num_workers=0, progress=False)
+    evaluate_run(trained_run, opts=EvalOptions(n_boot=20, num_workers=0, progress=False))
     card = (trained_run / "model_card.md").read_text()
     assert "## Reporting checklist (TRIPOD+AI / CLAIM)" in card and "Still to write by the author:" in card
     m = json.loads((trained_run / "metrics.json").read_text())
@@ -168,7 +169,7 @@ def test_model_card_checklist_fills_what_the_run_knows_and_lists_the_rest(traine
 
 
 def test_error_gallery_lists_the_worst_mistakes_with_overlays(trained_run):
-    evaluate_run(trained_run, n_boot=20, num_workers=0, progress=False)
+    evaluate_run(trained_run, opts=EvalOptions(n_boot=20, num_workers=0, progress=False))
     m = json.loads((trained_run / "metrics.json").read_text())
     preds = pd.read_csv(trained_run / "test_predictions.csv", dtype={"image_id": str})
     t = m["threshold"]["value"]

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from skinlesion.data.formats import TableSpec, read_table
-from skinlesion.data.metadata import DataError, load_dataset
+from skinlesion.data.metadata import DataError
+from skinlesion.data.dataset import load_dataset
 
 ISIC2018_HEADER = "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC"
 ISIC2019_HEADER = "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"

@@ -19,6 +19,7 @@ from PIL import Image
 
 from skinlesion.cli import main
 from skinlesion.evaluation.evaluate import evaluate_run
+from skinlesion.evaluation.site_data import EvalOptions
 from skinlesion.evaluation.tune import tune_threshold
 from skinlesion.inference.predictor import Predictor
 from skinlesion.training.fit import train
@@ -153,20 +154,20 @@ def test_fold_runs_tune_calibrate_and_evaluate_on_their_own_fold(demo_data, tmp_
     split = pd.read_csv(run / "split.csv", dtype=str)
     fold2 = set(split.loc[split["fold"] == "2", "image_id"])
     tune_threshold(run, 0.9)
-    evaluate_run(run, "val", calibrate=True, n_boot=10, num_workers=0, progress=False)
+    evaluate_run(run, "val", calibrate=True, opts=EvalOptions(n_boot=10, num_workers=0, progress=False))
     val = pd.read_csv(run / "eval-val" / "val_predictions.csv", dtype=str)
     assert set(val["image_id"]) == fold2 and set(pd.read_csv(run / "val_predictions.csv", dtype=str)["image_id"]) == fold2
     assert json.loads((run / "eval-val" / "metrics_val.json").read_text())["fold"] == 2
     bundle = json.loads((run / "bundle/config.json").read_text())
     assert bundle["calibration"]["fold"] == 2 and bundle["threshold"]["fold"] == 2
     before = (run / "val_predictions.csv").read_bytes()
-    evaluate_run(run, "val", n_boot=10, num_workers=0, progress=False)
+    evaluate_run(run, "val", opts=EvalOptions(n_boot=10, num_workers=0, progress=False))
     assert (run / "val_predictions.csv").read_bytes() == before  # training artifacts are never overwritten
 
 
 def test_resume_of_a_finished_tuned_run_keeps_threshold_and_calibration(base, tmp_path):
     run = _copy(base, tmp_path)
-    evaluate_run(run, calibrate=True, n_boot=10, num_workers=0, progress=False)
+    evaluate_run(run, calibrate=True, opts=EvalOptions(n_boot=10, num_workers=0, progress=False))
     before = json.loads((run / "bundle/config.json").read_text())
     assert before["threshold"]["target_sensitivity"] == 0.9 and before["calibration"]["slope"] > 0
     assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0  # config.yaml supplies every setting
@@ -188,7 +189,7 @@ def test_threshold_tuned_with_tta_holds_for_tta_and_calibration_never_flips_a_de
     run = _copy(base, tmp_path)
     result = tune_threshold(run, 0.9, tta=True)
     assert result["tta"] is True
-    m = evaluate_run(run, tta=True, calibrate=True, n_boot=10, num_workers=0, progress=False).metrics
+    m = evaluate_run(run, calibrate=True, opts=EvalOptions(tta=True, n_boot=10, num_workers=0, progress=False)).metrics
     assert m["tta"] is True
     with pytest.raises(Exception, match="tuned with test-time augmentation"):
         Predictor.from_bundle(run / "bundle", tta=False)

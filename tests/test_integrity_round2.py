@@ -21,7 +21,7 @@ from PIL import Image
 
 from skinlesion.training.history import HistoryRecorder
 from skinlesion.cli import main
-from skinlesion.data.metadata import load_dataset
+from skinlesion.data.dataset import load_dataset
 from skinlesion.tables import read_csv_exact
 from skinlesion.training.fit import train
 from test_training import state, tiny_cfg

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from conftest import rows_for, write_dataset
-from skinlesion.data.metadata import DataError, find_images, load_dataset, read_metadata
+from skinlesion.data.metadata import DataError, find_images, read_metadata
+from skinlesion.data.dataset import load_dataset
 
 
 def test_missing_metadata_file_names_file_and_remedy(tmp_path):

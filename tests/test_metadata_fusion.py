@@ -94,7 +94,8 @@ def test_metadata_model_uses_the_fields_everywhere(meta_run, demo_data, tmp_path
 
 def test_evaluate_reports_the_model_with_and_without_its_metadata(meta_run):
     from skinlesion.evaluation.evaluate import evaluate_run
-    m = evaluate_run(meta_run, n_boot=20, num_workers=0, progress=False).metrics
+    from skinlesion.evaluation.site_data import EvalOptions
+    m = evaluate_run(meta_run, opts=EvalOptions(n_boot=20, num_workers=0, progress=False)).metrics
     ab = m["metadata_ablation"]
     assert ab["fields"] == ["age", "sex", "localization"]
     assert set(ab["with_metadata"]) == {"roc_auc", "pr_auc"} and "difference" in ab["roc_auc_difference"]

@@ -1,6 +1,6 @@
 """Tests on the real HAM10000 copies in ../shared/data (skipped where absent)."""
 from conftest import FULLRES, LOWRES, needs
-from skinlesion.data.metadata import load_dataset
+from skinlesion.data.dataset import load_dataset
 from skinlesion.data.split import make_split, summarize
 from skinlesion.labels import DX_CODES
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlesion.data.metadata import DataError
+from skinlesion.errors import DataError
 from skinlesion.data.split import (check_lesion_disjoint, load_split, make_split, summarize, use_fold,
                                    write_split)
 from skinlesion.labels import BINARY_LABEL, DX_CODES

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinlesion.data.metadata import load_dataset
+from skinlesion.data.dataset import load_dataset
 from skinlesion.data.synthetic import generate_metadata, make_demo_data
 
 

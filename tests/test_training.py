@@ -119,6 +119,7 @@ def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_pa
 def test_seven_class_single_phase_balanced_sampler_and_a_fold(demo_data, tmp_path, capsys):
     from skinlesion.cli import main
     from skinlesion.evaluation.evaluate import evaluate_run
+    from skinlesion.evaluation.site_data import EvalOptions
     assert main(["prepare", "--data", str(demo_data), "--out", str(tmp_path / "run"), "--folds", "3", "--quiet"]) == 0
     cfg = tiny_cfg(demo_data, tmp_path, task="7class", phases=1, epochs=1, balanced_sampler=True, fold=1)
     result = train(cfg, tmp_path / "run", progress=False)
@@ -132,7 +133,7 @@ def test_seven_class_single_phase_balanced_sampler_and_a_fold(demo_data, tmp_pat
     assert np.allclose(preds["probability"], preds[["p_akiec", "p_bcc", "p_mel"]].sum(axis=1), atol=1e-5)
     assert json.loads((tmp_path / "run/bundle/config.json").read_text())["class_names"][4] == "mel"
     assert 0 <= result.val_metrics["roc_auc"] <= 1
-    m = evaluate_run(tmp_path / "run", n_boot=20, num_workers=0, progress=False, tta=True).metrics
+    m = evaluate_run(tmp_path / "run", opts=EvalOptions(n_boot=20, num_workers=0, progress=False, tta=True)).metrics
     assert m["tta"] is True and m["task"] == "7class" and m["n_images"] == int((split["split"] == "test").sum())
 
 

@@ -144,7 +144,7 @@ def cmd_prepare(args, cfg) -> int:
 
 def cmd_explore(args, cfg) -> int:
     from .data.explore import explore
-    from .data.metadata import load_dataset
+    from .data.dataset import load_dataset
     if cfg.data.root is None:
         raise ConfigError("no data folder given: pass --data DIR")
     from .data.formats import TableSpec
@@ -215,6 +215,8 @@ def cmd_tune(args, cfg) -> int:
 
 def cmd_evaluate(args, cfg) -> int:
     from .evaluation.evaluate import evaluate_external, evaluate_run, format_headline
+    from .evaluation.site_data import EvalOptions, SiteData
+    opts = EvalOptions(tta=args.tta, n_boot=args.bootstrap, num_workers=args.num_workers, progress=not args.quiet)
     if args.model:
         if not args.data or not args.out:
             raise ConfigError("evaluate --model BUNDLE needs --data DIR (external dataset) and --out DIR. Remedy: "
@@ -226,21 +228,18 @@ def cmd_evaluate(args, cfg) -> int:
             if args.metadata or args.columns:
                 raise ConfigError("--metadata/--columns name one CSV; with several --data each folder must be "
                                   "recognised by itself (--format auto). Remedy: drop them, or evaluate that set alone.")
-            results, page = evaluate_externals(args.model, args.data, args.out, args.allow_missing, args.tta,
-                                               args.bootstrap, args.num_workers, progress=not args.quiet, spec=spec,
-                                               adapt_fraction=args.adapt_fraction)
+            sites = [SiteData(d, spec, args.allow_missing) for d in args.data]
+            results, page = evaluate_externals(args.model, sites, args.out, opts, args.adapt_fraction)
             for name, _, r in results:
                 print(f"{name}: " + format_headline(r.metrics))
                 if r.metrics.get("threshold_drift", {}).get("flag"):
                     print(f"  drift: {r.metrics['threshold_drift']['flag']}")
             print(f"report: {page}")
             return 0
-        result = evaluate_external(args.model, args.data[0], args.out, args.metadata, args.allow_missing, args.tta,
-                                   args.bootstrap, num_workers=args.num_workers, progress=not args.quiet, spec=spec,
-                                   adapt_fraction=args.adapt_fraction)
+        result = evaluate_external(args.model, SiteData(args.data[0], spec, args.allow_missing), args.out, opts,
+                                   args.adapt_fraction)
     elif args.run_dir:
-        result = evaluate_run(args.run_dir, args.split, args.tta, args.calibrate, args.bootstrap,
-                              num_workers=args.num_workers, progress=not args.quiet)
+        result = evaluate_run(args.run_dir, args.split, args.calibrate, opts)
     else:
         raise ConfigError("evaluate needs a RUN_DIR, or --model BUNDLE --data DIR --out DIR. Remedy: "
                           "`skinlesion evaluate RUN_DIR` for the run's test split")
@@ -274,7 +273,8 @@ def cmd_run(args, cfg) -> int:
         return 0
     print_train_result(result)
     print(format_result(tune_threshold(args.out, args.target_sensitivity)))
-    result = evaluate_run(args.out, progress=not args.quiet)
+    from .evaluation.site_data import EvalOptions
+    result = evaluate_run(args.out, opts=EvalOptions(progress=not args.quiet))
     print(format_headline(result.metrics))
     print(f"report: {result.report}")
     return 0

@@ -34,7 +34,7 @@ def cmd_download(args, cfg) -> int:
 def cmd_audit(args, cfg) -> int:
     from .data.audit import audit, write_audit
     from .data.formats import TableSpec
-    from .data.metadata import load_dataset
+    from .data.dataset import load_dataset
     from .data.run import open_run
     from .paths import check_outputs
     if cfg.data.root is None:

@@ -27,6 +27,7 @@ def run_demo(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tru
     import pandas as pd
 
     from .evaluation.evaluate import evaluate_run, format_headline
+    from .evaluation.site_data import EvalOptions
     from .inference.predictor import Predictor
     from .evaluation.tune import format_result, tune_threshold
     from .training.fit import train
@@ -46,7 +47,7 @@ def run_demo(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tru
     echo("[4/6] tune-threshold: highest threshold with validation sensitivity >= 0.90")
     echo(format_result(tune_threshold(run_dir, 0.90)))
     echo("[5/6] evaluate on the held-out test split")
-    evaluation = evaluate_run(run_dir, progress=progress, n_boot=cfg.demo.bootstrap)
+    evaluation = evaluate_run(run_dir, opts=EvalOptions(n_boot=cfg.demo.bootstrap, progress=progress))
     echo("test headline: " + format_headline(evaluation.metrics))
     echo(f"report: {evaluation.report}")
     echo("[6/6] predict: a few test images with the bundle")

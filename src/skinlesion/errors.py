@@ -5,6 +5,11 @@ class SkinlesionError(Exception):
     """A problem with the user's input or environment; the message names it and the remedy."""
 
 
+class DataError(SkinlesionError, ValueError):
+    """A user error: the data, a file or an option is unusable as given; the message names the file, row or
+    field and a remedy that works. The CLI prints it in one line and exits with status 2."""
+
+
 def original_message(exc: BaseException) -> str:
     """The message of ``exc``; for an exception re-raised from a DataLoader worker ("Caught X in DataLoader
     worker process 0. Original Traceback ...: msg"), the original one-line message without the traceback."""

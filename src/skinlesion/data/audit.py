@@ -23,7 +23,7 @@ from PIL import Image
 from .. import console
 from .. import atomic
 from .images import ImageDecodeError, load_rgb
-from .metadata import DataError
+from ..errors import DataError
 
 #: Largest Hamming distance (of 256 bits) called a near-duplicate; see docs/datasets.md for the figures.
 DEFAULT_THRESHOLD = 44

@@ -91,7 +91,7 @@ def build_cache(paths: list[str], pre: Preprocessing, cache_dir: str | Path | No
                     i += len(batch)
                     bar.update(len(batch))
             except ImageDecodeError as exc:  # raised in the main process or re-raised from a worker
-                from .metadata import DataError
+                from ..errors import DataError
                 raise DataError(f"{original_message(exc)}. The run cannot use this image. Remedy: pass --verify to find "
                                 "every unreadable image before training (with --allow-missing FRACTION to drop them), "
                                 "or replace the file.") from None

@@ -18,8 +18,8 @@ import pandas as pd
 
 from ..paths import walk_files
 from ..labels import ALL_DX, BINARY_LABEL, DX_CODES
-from .metadata import (IMAGE_EXTENSIONS, METADATA_FILENAME, DataError, _rows, csv_delimiter, read_csv_checked,
-                       validate_table)
+from ..errors import DataError
+from .metadata import IMAGE_EXTENSIONS, METADATA_FILENAME, _rows, csv_delimiter, read_csv_checked, validate_table
 
 FORMATS: tuple[str, ...] = ("auto", "ham10000", "isic", "folders", "csv")
 COLUMN_KEYS: tuple[str, ...] = ("image", "dx", "label", "group", "age", "sex", "site")

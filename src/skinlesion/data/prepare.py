@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ConfigError, RunConfig, save_config
-from .metadata import LoadedDataset, load_dataset
+from .dataset import LoadedDataset, load_dataset
 from .run import check_no_model
 from .split import check_both_classes, check_ratios, format_table, make_split, summarize, write_split
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .metadata import DataError
+from ..errors import DataError
 from .split import attach_paths, load_split, split_fingerprint, use_fold
 
 ARTIFACTS_OF_A_MODEL = ("checkpoints", "bundle", "val_predictions.csv")

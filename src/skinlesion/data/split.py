@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import atomic
 from ..labels import ALL_DX, BINARY_LABEL, DX_CODES
-from .metadata import DataError
+from ..errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "dx", "label", "split")

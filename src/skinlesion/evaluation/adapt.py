@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__, atomic, console
-from ..data.metadata import DataError
+from ..errors import DataError
 from ..inference.bundle import load_bundle, validate_config
 from ..paths import OutputPathError, check_outputs
 from .bootstrap import bootstrap
@@ -97,7 +97,7 @@ def adapt(bundle_dir: str | Path, site: SiteSpec, out: str | Path, unlabelled: b
           num_workers: int | None = None, progress: bool = True) -> AdaptResult:
     """Labelled: write an adapted bundle to ``out`` (with ``out/adaptation/`` holding the report and the
     local-cases curve). ``unlabelled``: write the prevalence report to ``out`` and change no bundle."""
-    from .evaluate import read_site, site_predictions
+    from .site_data import read_site, site_predictions
     bundle_dir, out = Path(bundle_dir), Path(out)
     bundle = load_bundle(bundle_dir)
     target = _target(bundle, site.target_sensitivity)

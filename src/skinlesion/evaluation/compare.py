@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data.metadata import DataError
+from ..errors import DataError
 from ..data.run import check_binding, open_run, read_json
 from .bootstrap import paired_difference
 from .metrics import roc_auc

@@ -2,6 +2,7 @@
 plot, report.html and model_card.md."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,18 +14,18 @@ from .. import console
 from .. import atomic
 from ..data.cache import CachedImages, build_cache, default_num_workers
 from ..data.formats import TableSpec, recorded_table
-from ..data.metadata import DataError, load_dataset
+from ..errors import DataError
 from ..data.run import RunContext, binding, check_binding, check_run_dir, open_run, read_json
-from ..inference.bundle import Bundle, check_inference_mode, load_bundle, overlap_with_training, update_config
+from ..inference.bundle import Bundle, check_inference_mode, load_bundle, update_config
 from ..paths import check_not_a_run, check_outputs
-from ..inference.predictor import Predictor, forward_probs, prediction_frame
+from ..inference.predictor import forward_probs, prediction_frame
 from ..labels import label_for
 from . import plots
 from .calibration import Calibration, fit_for_bundle
+from .site_data import META_COLUMNS, EvalOptions, SiteData, read_site, site_predictions, threshold_drift
 from .summary import check_resamples, summarize
 from ..tables import read_csv_exact
 
-META_COLUMNS = ("age", "sex", "localization", "dx_type")
 
 
 @dataclass
@@ -35,30 +36,32 @@ class EvalResult:
     model_card: Path
 
 
-def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, batch_size: int, workers: int,
-                  tta: bool = False, meta: torch.Tensor | None = None) -> pd.DataFrame:
+def predict_frame(model, dataset: CachedImages, rows: pd.DataFrame, task: str, opts: EvalOptions,
+                  meta: torch.Tensor | None = None) -> pd.DataFrame:
     """Eval-mode predictions on cached images: image_id, lesion_id, dx, label, probability (+ p_<dx>);
     ``meta``: encoded metadata, one row per dataset row (None: image only / every field missing)."""
     model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch_size, shuffle=False,
+                                         num_workers=default_num_workers(opts.num_workers))
     device = next(model.parameters()).device
-    probs, classes = zip(*[forward_probs(model, x.to(device), task, tta, None if meta is None else meta[i])
+    probs, classes = zip(*[forward_probs(model, x.to(device), task, opts.tta, None if meta is None else meta[i])
                            for x, _, i in loader])
     return prediction_frame(rows, torch.cat(probs).cpu().numpy(), torch.cat(classes).cpu().numpy(), task)
 
 
-def predict_split(bundle: Bundle, split: pd.DataFrame, which: str, tta: bool, batch_size: int, workers: int,
-                  cache_dir: str | None, progress: bool, use_metadata: bool = True) -> pd.DataFrame:
+def predict_split(bundle: Bundle, split: pd.DataFrame, which: str, opts: EvalOptions,
+                  use_metadata: bool = True) -> pd.DataFrame:
     """Predictions for the rows of split ``which`` from the run's decoded-image cache (with the rows'
     metadata columns for a metadata model, unless ``use_metadata`` is False)."""
     rows_idx = np.flatnonzero(split["split"].to_numpy() == which)
     if not len(rows_idx):
         raise DataError(f"the split has no '{which}' images; choose --split train, val or test")
-    cache = build_cache(split["path"].tolist(), bundle.preprocessing, cache_dir, workers, progress)
+    cache = build_cache(split["path"].tolist(), bundle.preprocessing, opts.cache_dir,
+                        default_num_workers(opts.num_workers), opts.progress)
     targets = np.array([label_for(dx, bundle.task) for dx in split["dx"].iloc[rows_idx]])
     ds = CachedImages(cache, rows_idx, targets, bundle.preprocessing.eval_transform())
     meta = bundle.encode_metadata(split.iloc[rows_idx]) if use_metadata else None
-    return predict_frame(bundle.model, ds, split.iloc[rows_idx], bundle.task, batch_size, workers, tta, meta)
+    return predict_frame(bundle.model, ds, split.iloc[rows_idx], bundle.task, opts, meta)
 
 
 def run_context(run_dir: Path, bundle: Bundle, columns: tuple[str, ...] = ()) -> tuple[RunContext, pd.DataFrame]:
@@ -95,13 +98,13 @@ def bound_val_predictions(ctx: RunContext) -> pd.DataFrame:
     return val.assign(probability=p, label=val["image_id"].map(dict(zip(ctx.split["image_id"], ctx.split["label"]))))
 
 
-def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = False, calibrate: bool = False,
-                 n_boot: int = 1000, seed: int = 0, batch_size: int = 64, num_workers: int | None = None,
-                 cache_dir: str | None = None, progress: bool = True) -> EvalResult:
+def evaluate_run(run_dir: str | Path, split_name: str = "test", calibrate: bool = False,
+                 opts: EvalOptions = EvalOptions()) -> EvalResult:
     """Evaluate a run's bundle on one split of its own data (the bundle's fold). Test outputs go into the
     run dir; other splits into ``run_dir/eval-<split>/`` so the training artifacts that tune-threshold
     reads (val_predictions.csv, validation plots) are never overwritten."""
-    check_resamples(n_boot)
+    check_resamples(opts.n_boot)
+    tta, n_boot, seed = opts.tta, opts.n_boot, opts.seed
     run_dir = check_run_dir(run_dir)
     bundle = load_bundle(run_dir / "bundle")
     check_inference_mode(bundle.config, tta, str(run_dir / "bundle"))
@@ -114,33 +117,33 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     if split_name == "test":  # test metrics go to the run's trackers: check their record before writing
         from ..tracking import check_tracking
         check_tracking(run_dir)
-    workers = default_num_workers(num_workers)
-    if cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
+    if opts.cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
         from ..config import load_config
-        cache_dir = load_config(run_dir / "config.yaml").train.cache_dir
-    if progress:
+        opts = dataclasses.replace(opts, cache_dir=load_config(run_dir / "config.yaml").train.cache_dir)
+    if opts.progress:
         console.step(f"evaluate: predicting the {split_name} split of {run_dir}" + (" with TTA" if tta else ""))
-    preds = predict_split(bundle, split, split_name, tta, batch_size, workers, cache_dir, progress)
+    preds = predict_split(bundle, split, split_name, opts)
     extra = {**binding(ctx)}
     if bundle.encoder is not None:  # the same model with every metadata field missing: what metadata adds
-        image_only = predict_split(bundle, split, split_name, tta, batch_size, workers, cache_dir, progress, False)
+        image_only = predict_split(bundle, split, split_name, opts, use_metadata=False)
         extra["metadata_ablation"] = metadata_ablation(preds, image_only, bundle.encoder.fields, n_boot, seed)
     if bundle.config.get("ensemble") and (run_dir / "folds").is_dir() and split_name == "test":
         from .cv_eval import cv_section
-        extra["cv"] = cv_section(run_dir, bundle, split, preds, lambda b: predict_split(
-            b, split, split_name, tta, batch_size, workers, cache_dir, False), n_boot, seed)
+        quiet = dataclasses.replace(opts, progress=False)
+        extra["cv"] = cv_section(run_dir, bundle, split, preds, lambda b: predict_split(b, split, split_name, quiet),
+                                 n_boot, seed)
     entry = bundle.config.get("calibration")
     if calibrate:
         val_preds = bound_val_predictions(ctx) if not tta else \
-            predict_split(bundle, split, "val", tta, batch_size, workers, cache_dir, progress)
+            predict_split(bundle, split, "val", opts)
         entry = fit_for_bundle(bundle.config, val_preds["label"], val_preds["probability"], "val",
                                {"tta": tta, **binding(ctx)})
     cal = Calibration.from_config(entry)
     cols = [c for c in META_COLUMNS if c in split.columns and c not in preds.columns]  # for subgroup tables
     preds = preds.merge(split[["image_id", *cols]], on="image_id", how="left") if cols else preds
     out_dir = run_dir if split_name == "test" else run_dir / f"eval-{split_name}"
-    result = _finish(bundle, preds, out_dir, split_name, tta, cal, n_boot, seed, run_dir, extra=extra,
-                     paths=dict(zip(split["image_id"], split["path"])))
+    result = _finish(bundle, preds, Report(out_dir, split_name, run_dir, paths=dict(zip(split["image_id"], split["path"]))),
+                     opts, cal, extra)
     changes = {}
     if calibrate:
         changes["calibration"] = entry
@@ -158,34 +161,31 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", tta: bool = Fals
     return result
 
 
-def evaluate_external(bundle_dir: str | Path, data: str | Path, out_dir: str | Path, metadata: str | None = None,
-                      allow_missing: float = 0.0, tta: bool = False, n_boot: int = 1000, seed: int = 0,
-                      batch_size: int = 64, num_workers: int | None = None, progress: bool = True,
-                      spec=None, adapt_fraction: float | None = None) -> EvalResult:
-    """Evaluate a bundle on every image of an external dataset in any format (``spec``: formats.TableSpec;
-    no split). Images the
-    model trained or was selected on are refused: that would not be an external validation."""
-    check_resamples(n_boot)
+def evaluate_external(bundle_dir: str | Path, site: SiteData, out_dir: str | Path, opts: EvalOptions = EvalOptions(),
+                      adapt_fraction: float | None = None) -> EvalResult:
+    """Evaluate a bundle on every image of an external dataset in any format (no split). Images the model
+    trained or was selected on are refused: that would not be an external validation. With
+    ``adapt_fraction`` a lesion-grouped part of the set re-tunes the operating point and the rest scores it."""
+    check_resamples(opts.n_boot)
+    tta, n_boot, seed, data = opts.tta, opts.n_boot, opts.seed, site.data
     bundle = load_bundle(bundle_dir)
     check_inference_mode(bundle.config, tta, str(bundle_dir))
     check_outputs([Path(out_dir)], protected=[Path(bundle_dir)], inputs=[Path(data)])
     check_not_a_run(out_dir, "evaluate --model")
-    ds = read_site(bundle, data, spec or TableSpec(metadata=metadata), allow_missing, progress,
+    ds = read_site(bundle, data, site.spec or TableSpec(), site.allow_missing, opts.progress,
                    "evaluate the run's held-out test split with `skinlesion evaluate RUN_DIR`, or remove those images "
                    "from the external set")
-    preds = site_predictions(bundle, ds, tta, num_workers, progress, batch_size)
+    preds = site_predictions(bundle, ds, tta, opts.num_workers, opts.progress, opts.batch_size)
     cal = Calibration.from_config(bundle.config.get("calibration"))
-    from .external import threshold_drift
     drift = threshold_drift(preds, bundle.threshold, bundle.config["threshold"].get("target_sensitivity"))
     extra = {"data_root": str(Path(data).resolve()), "threshold_drift": drift}
     if adapt_fraction:
         from .adapt import held_out_adaptation
         target = bundle.config["threshold"].get("target_sensitivity") or 0.9
         extra["adaptation"] = held_out_adaptation(preds, bundle.threshold, cal, target, adapt_fraction, n_boot, seed)
-    return _finish(bundle, preds, Path(out_dir), "external", tta, cal, n_boot, seed, None,
-                   data_description=f"external dataset {Path(data).resolve()} (every image, no split)",
-                   extra=extra,
-                   paths=dict(zip(ds.frame["image_id"], ds.frame["path"])))
+    where = Report(Path(out_dir), "external", None, f"external dataset {Path(data).resolve()} (every image, no split)",
+                   dict(zip(ds.frame["image_id"], ds.frame["path"])))
+    return _finish(bundle, preds, where, opts, cal, extra)
 
 
 def check_threshold_file(path: Path) -> dict:
@@ -202,37 +202,6 @@ def check_threshold_file(path: Path) -> dict:
     return data
 
 
-def read_site(bundle: Bundle, data, spec, allow_missing: float, progress: bool, remedy: str):
-    """An external (site) dataset in any format, refused if it holds images the model trained or was
-    selected on: scoring or tuning on them would overstate the model."""
-    ds = load_dataset(data, None, allow_missing, verify=False, progress=progress, spec=spec)
-    if progress:
-        print(f"{data}: read as {ds.table.detected}")
-    seen = overlap_with_training(bundle.config, ds.frame["image_id"])
-    if seen:
-        raise DataError(f"{len(seen)} of the {len(ds.frame)} images in {data} were used to train or select this "
-                        f"model (e.g. {', '.join(seen[:5])}); using them would overstate its accuracy. Remedy: "
-                        f"{remedy}.")
-    return ds
-
-
-def site_predictions(bundle: Bundle, ds, tta: bool, num_workers, progress: bool, batch_size: int = 64) -> pd.DataFrame:
-    """One row per image of a site dataset: ids, label, metadata columns and the model's own (uncalibrated)
-    probability; any undecodable image is an error (a site's numbers must cover every image)."""
-    predictor = Predictor(bundle, batch_size=batch_size, tta=tta, calibrated=False)
-    out = predictor.predict_paths(ds.frame["path"].tolist(), default_num_workers(num_workers), progress,
-                                  metadata=ds.frame)
-    failed = out[out["error"] != ""]
-    if len(failed):
-        raise DataError(f"{len(failed)} image(s) could not be decoded: " + "; ".join(failed["error"].head(5))
-                        + ". Remedy: fix or remove them (run `skinlesion prepare --verify` to list all).")
-    preds = ds.frame.loc[:, ["image_id", "lesion_id", "dx", "label", *[c for c in META_COLUMNS if c in ds.frame]]].copy()
-    preds["probability"] = out["probability"].to_numpy()
-    for col in [c for c in out.columns if c.startswith("p_")]:
-        preds[col] = out[col].to_numpy()
-    return preds
-
-
 def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_boot: int, seed: int) -> dict:
     """ROC-AUC / PR-AUC of the metadata model with its metadata and with every field missing (same images),
     and the paired bootstrap difference of the ROC-AUC."""
@@ -246,10 +215,24 @@ def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_
     return out
 
 
-def _finish(bundle: Bundle, preds: pd.DataFrame, out_dir: Path, split_name: str, tta: bool, cal: Calibration | None,
-            n_boot: int, seed: int, run_dir: Path | None, data_description: str | None = None,
-            extra: dict | None = None, paths: dict | None = None) -> EvalResult:
+@dataclass(frozen=True)
+class Report:
+    """Where an evaluation writes and what it describes: the output folder, the split's name ("external" for
+    a site set), the run it belongs to (None for a bundle on an external set), and the image paths for the
+    error gallery."""
+
+    out_dir: Path
+    split_name: str
+    run_dir: Path | None = None
+    data_description: str | None = None
+    paths: dict | None = None
+
+
+def _finish(bundle: Bundle, preds: pd.DataFrame, where: Report, opts: EvalOptions, cal: Calibration | None,
+            extra: dict) -> EvalResult:
     from .report import write_model_card, write_report
+    out_dir, split_name, run_dir, paths = where.out_dir, where.split_name, where.run_dir, where.paths
+    tta, n_boot, seed, data_description = opts.tta, opts.n_boot, opts.seed, where.data_description
     threshold = bundle.threshold
     console.step(f"evaluate: metrics with {n_boot} lesion-bootstrap resamples on {len(preds)} images")
     metrics = summarize(preds, threshold, bundle.config["threshold"]["source"], n_boot, seed, cal)

@@ -7,35 +7,10 @@ import html
 import math
 from pathlib import Path
 
-import pandas as pd
 
 from .. import atomic
-from ..data.metadata import DataError
-from .metrics import threshold_metrics
-from .thresholds import threshold_for_sensitivity
-
-#: A set is flagged when the sensitivity reached at the bundle's threshold misses the target by more than this.
-DRIFT_TOLERANCE = 0.05
-
-
-def threshold_drift(preds: pd.DataFrame, threshold: float, target: float | None) -> dict:
-    """Sensitivity and specificity reached at ``threshold`` on these predictions, and the highest threshold
-    that would reach ``target`` sensitivity here (None when the bundle states no target)."""
-    y, p = preds["label"].to_numpy(), preds["probability"].to_numpy()
-    reached = threshold_metrics(y, p, threshold)
-    sens, spec = reached["sensitivity"], reached["specificity"]
-    out = {"threshold": threshold, "target_sensitivity": target, "sensitivity_reached": sens,
-           "specificity_reached": spec, "threshold_needed": None, "flag": None}
-    if target is not None and 0 < y.sum() < len(y):
-        out["threshold_needed"] = threshold_for_sensitivity(y, p, target)
-        if sens < target - DRIFT_TOLERANCE:
-            out["flag"] = (f"sensitivity {sens:.3f} at the bundle's threshold is below the {target:.2f} target: the "
-                           f"threshold does not transfer (this set would need {out['threshold_needed']:.4f})")
-        elif sens > target + DRIFT_TOLERANCE:
-            out["flag"] = (f"sensitivity {sens:.3f} is above the {target:.2f} target at the cost of specificity "
-                           f"({spec:.3f}); this set would need {out['threshold_needed']:.4f}")
-    return out
-
+from ..errors import DataError
+from .site_data import EvalOptions, SiteData
 
 def _name(path: Path, taken: set[str]) -> str:
     base = path.resolve().name or "data"
@@ -46,14 +21,14 @@ def _name(path: Path, taken: set[str]) -> str:
     return name
 
 
-def evaluate_externals(bundle_dir, datas: list[str], out_dir, allow_missing: float = 0.0, tta: bool = False,
-                       n_boot: int = 1000, num_workers=None, progress: bool = True, spec=None,
+def evaluate_externals(bundle_dir, sites: list[SiteData], out_dir, opts: EvalOptions = EvalOptions(),
                        adapt_fraction: float | None = None) -> tuple[list, Path]:
     """``evaluate --model BUNDLE --data D1 --data D2 ...``: OUT/<name>/ per dataset plus OUT/report.html and
     OUT/external_summary.json with the side-by-side table and the threshold drift of each set."""
     from .evaluate import evaluate_external
     from .summary import check_resamples
-    check_resamples(n_boot)
+    check_resamples(opts.n_boot)
+    datas = [site.data for site in sites]
     if len({str(Path(d).resolve()) for d in datas}) < len(datas):
         raise DataError("the same --data folder is listed twice. Remedy: list each external dataset once.")
     for d in datas:
@@ -62,11 +37,9 @@ def evaluate_externals(bundle_dir, datas: list[str], out_dir, allow_missing: flo
     from ..paths import check_not_a_run
     check_not_a_run(out_dir, "evaluate --model")
     out_dir, taken, results = Path(out_dir), set(), []
-    for d in datas:
-        name = _name(Path(d), taken)
-        results.append((name, d, evaluate_external(bundle_dir, d, out_dir / name, None, allow_missing, tta, n_boot,
-                                                   num_workers=num_workers, progress=progress, spec=spec,
-                                                   adapt_fraction=adapt_fraction)))
+    for site in sites:
+        name = _name(Path(site.data), taken)
+        results.append((name, site.data, evaluate_external(bundle_dir, site, out_dir / name, opts, adapt_fraction)))
     rows = [summary_row(name, d, r.metrics) for name, d, r in results]
     atomic.write_json(out_dir / "external_summary.json", {"bundle": str(Path(bundle_dir).resolve()), "datasets": rows})
     return results, write_summary_page(out_dir, rows, results[0][2].metrics)

@@ -120,7 +120,7 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def runs_table(root: str | Path, sort: str = "test_roc_auc") -> pd.DataFrame:
-    from ..data.metadata import DataError
+    from ..errors import DataError
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder. Remedy: `skinlesion runs runs/` (the folder holding your runs)")

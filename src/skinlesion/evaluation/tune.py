@@ -27,7 +27,7 @@ def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: b
                              "Remedy: --target-sensitivity 0.9")
     bundle = load_bundle(check_run_dir(run_dir) / "bundle")
     if bundle.config.get("ensemble") or (run_dir / "cv.json").is_file():
-        from ..data.metadata import DataError
+        from ..errors import DataError
         raise DataError(f"{run_dir} is a cross-validation run: its ensemble's threshold is tuned on the out-of-fold "
                         "predictions of every fold, not on one validation split. Remedy: re-tune it with `skinlesion cv "
                         f"--out {run_dir} --resume --target-sensitivity {target_sensitivity}` (the fold models are kept).")

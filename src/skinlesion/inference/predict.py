@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 
 from .. import atomic
-from ..data.metadata import DataError, read_text_csv
+from ..data.metadata import read_text_csv
+from ..errors import DataError
 from ..paths import check_outputs, walk_files
 from .predictor import Predictor
 

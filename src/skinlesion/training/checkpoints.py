@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
-from ..data.metadata import DataError
+from ..errors import DataError
 from ..data.run import RunContext, check_binding, read_json
 
 #: Keys that define what a run trains; ``--resume`` refuses to change them (the rest are how it runs).

@@ -14,7 +14,7 @@ import torch
 
 from .. import atomic
 from ..config import ConfigError, RunConfig, load_config, save_config
-from ..data.metadata import DataError
+from ..errors import DataError
 from ..data.run import binding, open_run
 from ..evaluation.metrics import epoch_metrics, threshold_metrics
 from ..evaluation.thresholds import operating_points, threshold_for_sensitivity

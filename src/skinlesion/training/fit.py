@@ -6,6 +6,7 @@ import logging
 import pickle
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +17,7 @@ import torch
 from .. import atomic
 from ..config import RunConfig, save_config
 from ..data.cache import build_cache, default_num_workers
-from ..data.metadata import DataError
+from ..errors import DataError
 from ..data.run import RunContext, binding, open_run, read_json
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
@@ -74,18 +75,33 @@ def auto_image_size(default: int, paths: list[str], sample: int = 64) -> int:
     return int(min(default, max(64, 32 * round(short / 32))))
 
 
-def _phase_plan(t, spec, n_groups: int) -> list[tuple[int, int, float, int]]:
-    """[(phase, epochs, lr, backbone groups to train)]: phase 1 frozen, phase 2 the last groups;
-    with ``phases=1`` a single full fine-tuning phase."""
+class PhasePlan(NamedTuple):
+    phase: int
+    epochs: int
+    lr: float
+    unfreeze: int  # backbone groups to train (0: frozen)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A phase as it runs: its plan, the epochs already run before it, and the backbone tensors it trains."""
+
+    plan: PhasePlan
+    offset: int
+    trainable: list[str]
+
+
+def _phase_plan(t, spec, n_groups: int) -> list[PhasePlan]:
+    """Phase 1 frozen, phase 2 the last groups; with ``phases=1`` a single full fine-tuning phase."""
     if t.phases == 1:
-        return [(1, t.epochs, t.lr, n_groups)]
+        return [PhasePlan(1, t.epochs, t.lr, n_groups)]
     if t.phases != 2:
         raise DataError(f"--phases must be 1 or 2, got {t.phases}")
     p1 = min(t.phase1_epochs, t.epochs)
-    plan = [(1, p1, t.lr, 0)]
+    plan = [PhasePlan(1, p1, t.lr, 0)]
     if t.epochs > p1:
         groups = spec.unfreeze_groups if t.unfreeze_groups is None else t.unfreeze_groups
-        plan.append((2, t.epochs - p1, t.lr * t.phase2_lr_factor, min(groups, n_groups)))
+        plan.append(PhasePlan(2, t.epochs - p1, t.lr * t.phase2_lr_factor, min(groups, n_groups)))
     return plan
 
 
@@ -118,6 +134,8 @@ class TrainSetup:
     n_groups: int
     encoder: object = None  # data.tabular.MetadataEncoder with --metadata fields
     meta: torch.Tensor | None = None  # encoded metadata, one row per split row
+    progress: bool = True  # the console: bars on a terminal, and where step lines go
+    echo: object = print
 
 
 def _metadata(cfg: RunConfig, ctx: RunContext, split: pd.DataFrame, data_root: str):
@@ -193,7 +211,8 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n_groups} parameter groups; "
          f"train {len(data.train_idx)} / val {len(data.val_idx)} images"
          + f"; augmentation {data.augmentation['policy']} on the {data.augmentation['where']}")
-    return TrainSetup(cfg, run_dir, ctx, split, data_root, spec, pre, data, model, n_groups, encoder, meta)
+    return TrainSetup(cfg, run_dir, ctx, split, data_root, spec, pre, data, model, n_groups, encoder, meta, progress,
+                      echo)
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print) -> TrainResult | None:
@@ -215,10 +234,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
 
     offset, best, module, trainer, trained = 0, None, None, None, False
     trackers = open_trackers(cfg, run_dir, write=process_rank() == 0)
-    for phase, epochs, lr, unfreeze in _phase_plan(t, spec, n_groups):
+    for plan in _phase_plan(t, spec, n_groups):
+        phase = plan.phase
         ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
-        trainable = set_trainable(model, unfreeze)
-        module = LesionModule(model, t, lr, data.loss_weight, phase, offset, data.batch_augment)
+        trainable = set_trainable(model, plan.unfreeze)
+        module = LesionModule(model, t, plan.lr, data.loss_weight, phase, offset, data.batch_augment)
         if st.encoder is not None:
             module.set_metadata(st.meta[data.train_idx], st.meta[data.val_idx], st.encoder.slices(),
                                 torch.from_numpy(st.encoder.missing_vector()))
@@ -226,8 +246,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         if state.get("complete"):
             echo(f"phase {phase}: already complete ({state['epochs']} epochs), skipping")
         else:
-            trainer, state = _run_phase(t, data, model, module, run_dir, phase, epochs, lr, unfreeze, n_groups,
-                                        trainable, offset, resume, progress, echo, trackers)
+            trainer, state = _run_phase(st, module, Phase(plan, offset, trainable), resume, trackers)
             trained = True
         _load_weights(module, checkpoint_path(run_dir, state["best_path"]))  # the next phase starts from this phase's best weights
         module.final_model()  # (its EMA weights, with EMA on)
@@ -278,9 +297,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                        time.perf_counter() - t_start, ips)
 
 
-def _run_phase(t, data, model, module, run_dir: Path, phase: int, epochs: int, lr: float, unfreeze: int,
-               n_groups: int, trainable: list[str], offset: int, resume: bool, progress: bool, echo, trackers=()):
+def _run_phase(st: TrainSetup, module, ph: Phase, resume: bool, trackers=()):
     """Fit one phase (from its last.ckpt with ``resume``); write phase.json; return (trainer, state)."""
+    t, data, model, run_dir, n_groups, progress, echo = (st.cfg.train, st.data, st.model, st.run_dir, st.n_groups,
+                                                          st.progress, st.echo)
+    (phase, epochs, lr, unfreeze), offset, trainable = ph.plan, ph.offset, ph.trainable
     ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
     last = ckpt_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None

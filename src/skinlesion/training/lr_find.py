@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import atomic
 from ..config import RunConfig
-from ..data.metadata import DataError
+from ..errors import DataError
 from ..models.classifier import set_trainable
 from .fit import _phase_plan, setup_training
 from .trainer import _make_trainer, _quietly
