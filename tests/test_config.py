@@ -36,3 +36,25 @@ def test_bad_config_file_names_the_key(tmp_path, text, message):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_each_train_option_is_declared_once_and_everything_else_is_derived():
+    """The dataclass field carries default, help, validator, flag and the resume lock; RULES, the CLI flags,
+    LOCKED_KEYS and the recipe keys a bundle records all come from it."""
+    import dataclasses as dc
+
+    from skinlesion.cli import build_parser
+    from skinlesion.config import LOCKED_KEYS, RECIPE_KEYS, RULES, TrainConfig, declared
+    from skinlesion.data.batch_augment import POLICIES
+    from skinlesion.config import AUGMENT_POLICIES
+    fields = dc.fields(TrainConfig)
+    assert declared(TrainConfig) == list(fields)  # no field without its declaration
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for f in fields:
+        flag = f.metadata["flag"]
+        if flag is not False:
+            assert (flag or "--" + f.name.replace("_", "-")) in help_text, f.name
+    assert {k for k, *_ in RULES if k.startswith("train.")} == {
+        f"train.{f.name}" for f in fields if f.metadata["check"] is not None}
+    assert set(LOCKED_KEYS) == {f.name for f in fields if f.metadata["locked"]} and set(RECIPE_KEYS) <= set(LOCKED_KEYS)
+    assert AUGMENT_POLICIES == tuple(POLICIES)  # the --augment choices are the implemented policies

@@ -67,77 +67,34 @@ def _add_demo_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--seed", "demo.seed", "random seed of the synthetic data", type=int)
 
 
+def _declared_flag(parser, section: str, f) -> None:
+    """The CLI flag of a field declared with config.opt (help, argparse keywords, default in the help)."""
+    md = f.metadata
+    flag = md["flag"] or "--" + f.name.replace("_", "-")
+    help = md["help"]
+    if "{backbones}" in help:
+        from .models.registry import list_backbones
+        help = help.replace("{backbones}", ", ".join(list_backbones()))
+    cli = dict(md["cli"])
+    if md["show_default"]:
+        _opt(parser, flag, f"{section}.{f.name}", help, **cli)
+    else:
+        parser.add_argument(flag, dest=f"{section}.{f.name}", default=argparse.SUPPRESS, help=help, **cli)
+
+
 def _add_train_opts(p: argparse.ArgumentParser) -> None:
-    from .models.registry import list_backbones
-    _opt(p, "--arch", "train.arch", f"backbone: {', '.join(list_backbones())} or any timm model name")
-    _opt(p, "--task", "train.task", "binary (benign/malignant) or 7class (dx)", choices=["binary", "7class"])
-    _opt(p, "--epochs", "train.epochs", "total epochs over both phases", type=int)
-    _opt(p, "--batch-size", "train.batch_size", "batch size (None: 32 on a CPU; 128 with CUDA, with the lr scaled by "
-         "sqrt(128/32))", type=int)
-    _opt(p, "--image-size", "train.image_size", "input size in pixels (None: the backbone's default)", type=int)
-    _opt(p, "--weights", "train.weights", "local .safetensors/state-dict file with ImageNet weights", metavar="FILE")
-    p.add_argument("--no-pretrained", dest="train.pretrained", action="store_false", default=argparse.SUPPRESS,
-                   help="random initialisation (default: pretrained weights)")
-    _opt(p, "--phases", "train.phases", "2: frozen backbone, then partial unfreeze; 1: full fine-tuning", type=int, choices=[1, 2])
-    _opt(p, "--phase1-epochs", "train.phase1_epochs", "epochs with the backbone frozen", type=int)
-    _opt(p, "--lr", "train.lr", "phase-1 learning rate (phase 2: lr * --phase2-lr-factor)", type=float)
-    _opt(p, "--phase2-lr-factor", "train.phase2_lr_factor", "phase-2 lr multiplier", type=float)
-    _opt(p, "--unfreeze-groups", "train.unfreeze_groups", "backbone groups (stages) trained in phase 2 "
-         "(None: per-architecture default)", type=int)
-    _opt(p, "--dropout", "train.dropout", "dropout before the linear head", type=float)
-    _opt(p, "--balanced-sampler", "train.balanced_sampler", "class-balanced sampling instead of loss weights", action="store_true")
-    _opt(p, "--patience", "train.patience", "early-stopping patience (epochs) on val PR-AUC", type=int)
-    _opt(p, "--num-workers", "train.num_workers", "DataLoader workers (None: min(4, cores/2))", type=int)
-    _opt(p, "--cache-dir", "train.cache_dir", "decoded-image cache folder (None: ~/.cache/skinlesion)", metavar="DIR")
-    _opt(p, "--accelerator", "train.accelerator", "Lightning accelerator: auto, cpu, gpu, mps")
-    _opt(p, "--devices", "train.devices", "Lightning devices: auto, N")
-    _opt(p, "--strategy", "train.strategy", "Lightning strategy: auto, ddp, ...")
-    _opt(p, "--num-nodes", "train.num_nodes", "machines for multi-node DDP (with torchrun / SLURM)", type=int)
-    _opt(p, "--compile", "train.compile", "torch.compile the model", action="store_true")
-    p.add_argument("--gpu-augment", dest="train.gpu_augment", action=argparse.BooleanOptionalAction,
-                   default=argparse.SUPPRESS, help="augment uint8 batches on the device (default: on with CUDA)")
-    p.add_argument("--device-cache", dest="train.device_cache", action=argparse.BooleanOptionalAction,
-                   default=argparse.SUPPRESS, help="hold the training and validation images in device memory and "
-                   "draw batches there (default: on with device augmentation when they fit in 40%% of free memory)")
-    _opt(p, "--cache-features", "train.cache_features", "phase 1: precompute K augmented views of the frozen "
-         "backbone's features and train the head on them (0: off)", type=int, metavar="K")
-    _opt(p, "--precision", "train.precision", "Lightning precision (None: bf16/fp16 mixed on CUDA, else 32-true)")
-    _opt(p, "--seed", "train.seed", "seed for weights init, sampling and augmentation", type=int)
-    _opt(p, "--fold", "train.fold", "with a --folds split: the fold used for validation", type=int)
-    _opt(p, "--checkpoint-minutes", "train.checkpoint_minutes", "inside long epochs, save a resumable checkpoint "
-         "this often; SIGTERM/Ctrl-C also save one (0: only at epoch ends)", type=float, metavar="MIN")
-    _opt(p, "--limit-train-batches", "train.limit_train_batches", "batches (int) or fraction per epoch, for quick checks", type=_num)
-    from .config import DEFAULT_RECIPE, RECIPES
+    """Every train option with a flag, from its one declaration in config.TrainConfig; the recipe's in a group."""
+    from .config import DEFAULT_RECIPE, RECIPES, TrainConfig, declared
+    fields = [f for f in declared(TrainConfig) if f.metadata["flag"] is not False]
+    for f in fields:
+        if f.metadata["group"] != "recipe":
+            _declared_flag(p, "train", f)
     g = p.add_argument_group("recipe", "a named recipe sets the options below; flags given here override it")
     g.add_argument("--recipe", dest="train.recipe", default=argparse.SUPPRESS, choices=list(RECIPES),
                    help=f"named recipe: {', '.join(RECIPES)} (default: {DEFAULT_RECIPE})")
-    _opt(g, "--schedule", "train.schedule", "LR schedule: plateau (ReduceLROnPlateau) or cosine (warmup + cosine)",
-         choices=["plateau", "cosine"])
-    _opt(g, "--warmup-epochs", "train.warmup_epochs", "cosine: linear warmup epochs", type=float)
-    _opt(g, "--min-lr-factor", "train.min_lr_factor", "cosine: final lr = lr * factor", type=float)
-    g.add_argument("--ema", dest="train.ema", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                   help="EMA of weights, validated and saved as the model (default: off)")
-    _opt(g, "--ema-decay", "train.ema_decay", "EMA decay", type=float)
-    _opt(g, "--mixup", "train.mixup", "mixup alpha (0: off)", type=float)
-    _opt(g, "--cutmix", "train.cutmix", "cutmix alpha (0: off)", type=float)
-    _opt(g, "--mix-prob", "train.mix_prob", "probability of mixing a batch", type=float)
-    _opt(g, "--label-smoothing", "train.label_smoothing", "label smoothing", type=float)
-    _opt(g, "--layer-decay", "train.layer_decay", "layer-wise LR decay, e.g. 0.75 (None: off)", type=float)
-    _opt(g, "--drop-path", "train.drop_path", "stochastic depth rate", type=float)
-    _opt(g, "--augment", "train.augment", "augmentation policy", choices=["classic", "derm"])
-    _opt(g, "--logger", "train.logger", "experiment trackers, any of csv,tensorboard,mlflow,wandb (mlflow and wandb "
-         "are extras: pip install 'skinlesion[mlflow,wandb]')", metavar="NAMES")
-    _opt(g, "--experiment", "train.experiment", "MLflow experiment / W&B project name")
-    _opt(g, "--mlflow-uri", "train.mlflow_uri", "MLflow tracking URI (default: a file store in RUN_DIR/mlruns)",
-         metavar="URI")
-    _opt(g, "--colour-constancy", "train.colour_constancy", "shades-of-gray colour constancy (Minkowski p=6) in "
-         "training and in everything the bundle does afterwards", action=argparse.BooleanOptionalAction)
-    _opt(g, "--metadata-dropout", "train.metadata_dropout", "probability of hiding a metadata field in training",
-         type=float)
-
-
-def _num(text: str):
-    return float(text) if "." in text else int(text)
+    for f in fields:
+        if f.metadata["group"] == "recipe":
+            _declared_flag(g, "train", f)
 
 
 #: Checks of flags that are not config keys: (attribute, check, what it must be, a value that works).

@@ -15,9 +15,8 @@ from pathlib import Path
 import lightning as L
 
 from . import atomic
-from .config import ConfigError
+from .config import LOGGERS, ConfigError
 
-LOGGERS: tuple[str, ...] = ("csv", "tensorboard", "mlflow", "wandb")
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}  # logger -> (module, pip extra)
 
 

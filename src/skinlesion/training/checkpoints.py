@@ -6,17 +6,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig
+from ..config import LOCKED_KEYS, RunConfig
 from ..errors import DataError
 from ..data.run import RunContext, check_binding, read_json
-
-#: Keys that define what a run trains; ``--resume`` refuses to change them (the rest are how it runs).
-LOCKED_KEYS = ("arch", "recipe", "task", "image_size", "pretrained", "weights", "epochs", "phases", "phase1_epochs",
-               "lr", "phase2_lr_factor", "weight_decay", "unfreeze_groups", "dropout", "batch_size", "balanced_sampler",
-               "patience", "lr_patience", "seed", "fold", "limit_train_batches", "channels_last", "schedule",
-               "warmup_epochs", "min_lr_factor", "ema", "ema_decay", "mixup", "cutmix", "mix_prob", "label_smoothing",
-               "layer_decay", "drop_path", "augment", "metadata", "metadata_dropout", "colour_constancy")
-
 
 def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
     """Refuse a ``--resume`` that would change what the run trains, before anything is written."""

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .. import atomic
-from ..config import RunConfig, save_config
+from ..config import RECIPE_KEYS, RunConfig, save_config
 from ..data.cache import build_cache, default_num_workers
 from ..errors import DataError
 from ..data.run import RunContext, binding, open_run, read_json
@@ -27,7 +27,7 @@ from ..models.classifier import build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
 from ..runlock import process_rank
 from ..errors import Interrupted
-from .checkpoints import (LOCKED_KEYS, _load_weights, check_checkpoint_binding, check_resume_config,
+from .checkpoints import (_load_weights, check_checkpoint_binding, check_resume_config,
                           checkpoint_path, has_checkpoints, verify_checkpoints)
 from .interrupt import MARKER, SaveOnInterrupt
 from .history import plot_history, read_history
@@ -274,8 +274,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     config = bundle_config(spec, pre, t.task, t.dropout, metrics, fingerprint)
     if st.encoder is not None:
         config["metadata"] = st.encoder.to_dict()
-    config["recipe"] = {k: getattr(t, k) for k in ("recipe", *LOCKED_KEYS[LOCKED_KEYS.index("schedule"):],
-                                                     "phases", "epochs", "lr", "batch_size", "lr_scaling")}
+    config["recipe"] = {k: getattr(t, k) for k in ("recipe", *RECIPE_KEYS, "phases", "epochs", "lr", "batch_size",
+                                                     "lr_scaling")}
     train_labels = split["label"].iloc[data.train_idx]
     config["augmentation"] = data.augmentation
     config["training_prior"] = {  # what class weighting did to the logits: undone by the calibration's offset
