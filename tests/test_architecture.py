@@ -12,7 +12,7 @@ LAYERS = [
     ("libraries", ["skinlesion.data", "skinlesion.models", "skinlesion.evaluation.metrics",
                    "skinlesion.evaluation.bootstrap", "skinlesion.evaluation.thresholds",
                    "skinlesion.evaluation.site"]),
-    ("config", ["skinlesion.config"]),
+    ("config", ["skinlesion.config", "skinlesion.options"]),
     ("inference", ["skinlesion.inference", "skinlesion.evaluation.calibration"]),
     ("stages", ["skinlesion.training", "skinlesion.evaluation", "skinlesion.tracking", "skinlesion.data.prepare"]),
     ("apps", ["skinlesion.serving", "skinlesion.demo"]),
