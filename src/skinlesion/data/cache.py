@@ -175,7 +175,7 @@ class DeviceBatches:
         self.cache_path, self.indices = str(cache_path), np.asarray(indices, dtype=np.int64)
         self.targets = torch.as_tensor(np.asarray(targets))
         self.batch_size, self.transform, self.sampler, self.seed = batch_size, transform, sampler, seed
-        self.device, self._images = device, None
+        self.device, self._store = device, {}  # the device tensors, shared by copies (one per phase)
         self.batch_sampler = None  # Lightning reads sampler / batch_sampler (set_epoch, shuffle checks)
 
     @staticmethod
@@ -198,22 +198,23 @@ class DeviceBatches:
         return -(-n // self.batch_size)
 
     def __iter__(self):
-        if self._images is None:
+        if "images" not in self._store:
             device = self.device or (torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available()
                                      else torch.device("cpu"))
-            rows = np.load(self.cache_path, mmap_mode="r")[np.sort(self.indices)]
-            images = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
-            self._images = images[torch.as_tensor(np.argsort(np.argsort(self.indices)), device=device)]
-            self._targets = self.targets.to(device)
-        device = self._images.device
+            order = np.argsort(self.indices)  # read the memmap in file order, then put rows in split order
+            rows = torch.from_numpy(np.ascontiguousarray(np.load(self.cache_path, mmap_mode="r")[self.indices[order]]))
+            images = torch.empty_like(rows)
+            images[torch.from_numpy(order)] = rows
+            self._store.update(images=images.to(device), targets=self.targets.to(device))
+        images, targets = self._store["images"], self._store["targets"]
         for k in self._shard().split(self.batch_size):
-            i = (k % len(self.indices)).to(device)
+            i = (k % len(self.indices)).to(images.device)
             if self.sampler is None:
-                x = self.transform(self._images[i])
+                x = self.transform(images[i])
             else:
-                g = torch.Generator(device=device).manual_seed(batch_seed(self.seed, k[0]))
-                x = self.transform(self._images[i], g)
-            yield x, self._targets[i], i
+                g = torch.Generator(device=images.device).manual_seed(batch_seed(self.seed, k[0]))
+                x = self.transform(images[i], g)
+            yield x, targets[i], i
 
 
 class EpochSampler(torch.utils.data.Sampler):
