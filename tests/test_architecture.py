@@ -16,8 +16,7 @@ LAYERS = [
     ("inference", ["skinlesion.inference", "skinlesion.evaluation.calibration"]),
     ("stages", ["skinlesion.training", "skinlesion.evaluation", "skinlesion.tracking", "skinlesion.data.prepare"]),
     ("apps", ["skinlesion.serving", "skinlesion.demo"]),
-    ("cli", ["skinlesion.cli", "skinlesion.cli_data", "skinlesion.cli_model", "skinlesion.cli_options",
-             "skinlesion.cli_site", "skinlesion.__main__"]),
+    ("cli", ["skinlesion.cli", "skinlesion.cli_options", "skinlesion.commands", "skinlesion.__main__"]),
 ]
 
 
@@ -91,4 +90,4 @@ def test_the_layer_table_flags_an_upward_import():
     """The check itself can fail: a library importing a stage is caught."""
     assert layer("skinlesion.data.cache") < layer("skinlesion.training.fit")
     assert layer("skinlesion.evaluation.metrics") < layer("skinlesion.inference.bundle") < layer("skinlesion.evaluation.evaluate")
-    assert layer("skinlesion.cli_site") == len(LAYERS) - 1
+    assert layer("skinlesion.commands.adapt") == len(LAYERS) - 1

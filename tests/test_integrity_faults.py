@@ -243,18 +243,18 @@ def test_a_killed_cache_build_leaves_no_orphan(tmp_path):
 
 
 def test_interrupt_and_internal_errors_are_one_line(monkeypatch, capsys, tmp_path):
-    import skinlesion.cli as cli
+    import skinlesion.commands.prepare as verb
 
     def boom(args, cfg):
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "cmd_prepare", boom)
+    monkeypatch.setattr(verb, "main", boom)
     assert main(["prepare", "--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 130
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err
 
     def bug(args, cfg):
         raise ZeroDivisionError("division by zero")
-    monkeypatch.setattr(cli, "cmd_prepare", bug)
+    monkeypatch.setattr(verb, "main", bug)
     assert main(["prepare", "--data", str(tmp_path), "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error (ZeroDivisionError" in err and "SKINLESION_DEBUG=1" in err

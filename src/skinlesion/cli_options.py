@@ -67,6 +67,13 @@ def _add_demo_opts(p: argparse.ArgumentParser) -> None:
     _opt(p, "--seed", "demo.seed", "random seed of the synthetic data", type=int)
 
 
+def add_training_arguments(p: argparse.ArgumentParser, out_help: str) -> None:
+    """What every training verb takes: data options (with metadata fields), training options, the run directory."""
+    _add_data_opts(p, features=True)
+    _add_train_opts(p)
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help=out_help)
+
+
 def _declared_flag(parser, section: str, f) -> None:
     """The CLI flag of a field declared with config.opt (help, argparse keywords, default in the help)."""
     md = f.metadata

@@ -1,12 +1,14 @@
-"""The site verb's parser and handler: `adapt` (operating point and prevalence at the user's own site)."""
+"""`skinlesion adapt`: the operating point (and prevalence) at the user's own site."""
 from __future__ import annotations
 
-from .cli_options import _add_data_opts
+from ..cli_options import _add_data_opts
+
+NAME = "adapt"
+HELP = ("re-tune a bundle's operating point on labelled cases from your own site (a new bundle), or estimate the "
+        "site's malignant prevalence from unlabelled images")
 
 
-def add_site_verbs(verb) -> None:
-    p = verb("adapt", "re-tune a bundle's operating point on labelled cases from your own site (a new bundle), "
-                      "or estimate the site's malignant prevalence from unlabelled images")
+def add_arguments(p) -> None:
     p.add_argument("--model", required=True, metavar="BUNDLE", help="the bundle to adapt (left unchanged)")
     _add_data_opts(p)
     p.add_argument("--out", required=True, metavar="NEW_BUNDLE", help="new folder: the adapted bundle (with "
@@ -21,13 +23,12 @@ def add_site_verbs(verb) -> None:
                    "the local sample (slope kept)")
     p.add_argument("--bootstrap", type=int, default=500, metavar="N", help="lesion-bootstrap resamples (default: 500)")
     p.add_argument("--num-workers", type=int, default=None, help="decoding workers")
-    p.set_defaults(func=cmd_adapt)
 
 
-def cmd_adapt(args, cfg) -> int:
-    from .config import ConfigError
-    from .data.formats import TableSpec
-    from .evaluation.adapt import SiteSpec, adapt, format_adapt
+def main(args, cfg) -> int:
+    from ..config import ConfigError
+    from ..data.formats import TableSpec
+    from ..evaluation.adapt import SiteSpec, adapt, format_adapt
     if cfg.data.root is None:
         raise ConfigError("adapt needs --data LOCAL_DIR (labelled cases from your site, any supported format). "
                           "Remedy: skinlesion adapt --model RUN/bundle --data LOCAL_DIR --out NEW_BUNDLE")

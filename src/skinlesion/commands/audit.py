@@ -1,42 +1,31 @@
-"""The data verbs' parsers and handlers: `audit` (near-duplicates, label leaks) and `download`."""
+"""`skinlesion audit`: near-duplicate images across lesion ids and label-leaking columns."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .cli_options import _add_data_opts
-from .config import ConfigError
+from ..cli_options import _add_data_opts
+from ..config import ConfigError
+
+NAME = "audit"
+HELP = ("near-duplicate images across lesion ids (perceptual hashes) and label-leaking columns; with --run, the "
+        "pairs that cross that run's splits")
 
 
-def add_data_verbs(verb) -> None:
-    from .data.audit import DEFAULT_THRESHOLD
-    p = verb("audit", "near-duplicate images across lesion ids (perceptual hashes) and label-leaking columns; "
-                      "with --run, the pairs that cross that run's splits")
+def add_arguments(p) -> None:
+    from ..data.audit import DEFAULT_THRESHOLD
     _add_data_opts(p)
     p.add_argument("--run", metavar="RUN_DIR", help="also report the pairs that cross this run's train/val/test")
     p.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD,
                    help=f"largest pHash distance (bits of 64) called a near-duplicate (default: {DEFAULT_THRESHOLD})")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for audit.html, near_duplicates.csv, audit.json")
-    p.set_defaults(func=cmd_audit)
-
-    from .data.download import SOURCES
-    p = verb("download", "fetch a public dataset (resumable, checksum-verified) into a layout prepare reads")
-    p.add_argument("name", choices=sorted(SOURCES), help="ham10000 (Harvard Dataverse), isic2018-val, isic2018-test")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder to unpack into (re-run to resume)")
-    p.set_defaults(func=cmd_download)
 
 
-def cmd_download(args, cfg) -> int:
-    from .data.download import download
-    download(args.name, args.out, progress=not args.quiet)
-    return 0
-
-
-def cmd_audit(args, cfg) -> int:
-    from .data.audit import audit, write_audit
-    from .data.formats import TableSpec
-    from .data.dataset import load_dataset
-    from .data.run import open_run
-    from .paths import check_outputs
+def main(args, cfg) -> int:
+    from ..data.audit import audit, write_audit
+    from ..data.formats import TableSpec
+    from ..data.dataset import load_dataset
+    from ..data.run import open_run
+    from ..paths import check_outputs
     if cfg.data.root is None:
         raise ConfigError("no data folder given: pass --data DIR")
     check_outputs([Path(args.out)], inputs=[Path(cfg.data.root)])

@@ -1,0 +1,33 @@
+"""`skinlesion cv`: lesion-grouped K-fold cross-validation and an ensemble bundle."""
+from __future__ import annotations
+
+from ..cli_options import add_training_arguments
+
+NAME = "cv"
+HELP = ("lesion-grouped K-fold cross-validation: every fold trained as a run under RUN_DIR/folds/, out-of-fold "
+        "predictions and threshold, an ensemble bundle")
+LOCK = "out"
+
+
+def add_arguments(p) -> None:
+    add_training_arguments(p, "cv run directory")
+    p.add_argument("--folds", type=int, default=5, help="K folds over train+val; the test share stays held out (default: 5)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per fold (default: 1)")
+    p.add_argument("--target-sensitivity", type=float, default=0.90, help="for the out-of-fold threshold (default: 0.90)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted cv at its fold and epoch")
+
+
+def main(args, cfg) -> int:
+    from ..training.cv import run_cv
+    result = run_cv(cfg, args.out, args.folds, args.seeds, args.target_sensitivity, args.resume, not args.quiet)
+    if result is None:
+        return 0
+    s = result.summary
+    print(f"{s['folds']}-fold cv ({s['seeds']} seed(s)): val ROC-AUC {s['val_roc_auc']['mean']:.3f} ± "
+          f"{s['val_roc_auc']['sd']:.3f}, PR-AUC {s['val_pr_auc']['mean']:.3f} ± {s['val_pr_auc']['sd']:.3f} (mean ± sd "
+          f"over folds); out-of-fold ROC-AUC {s['oof']['roc_auc']:.3f}")
+    t = s["threshold"]
+    print(f"out-of-fold threshold {t['value']:.4f} (sensitivity {t['chosen']['sensitivity']:.3f}, specificity "
+          f"{t['chosen']['specificity']:.3f} on {t['n_images']} images, {t['n_malignant']} malignant)")
+    print(f"ensemble bundle: {result.bundle}  (evaluate it: skinlesion evaluate {result.run_dir})")
+    return 0
