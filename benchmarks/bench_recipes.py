@@ -93,9 +93,10 @@ def tta_aucs(run: Path, bundle, split, n_boot: int) -> dict:
     """Validation and test ROC-AUC / PR-AUC with test-time augmentation (the bundle's TTA views)."""
     from skinlesion.config import load_config
     from skinlesion.evaluation.evaluate import predict_split
-    cache = load_config(run / "config.yaml").train.cache_dir
-    return {which: auc_ci(predict_split(bundle, split, which, True, 64, 0, cache, False), n_boot)
-            for which in ("val", "test")}
+    from skinlesion.evaluation.site_data import EvalOptions
+    opts = EvalOptions(tta=True, num_workers=0, cache_dir=load_config(run / "config.yaml").train.cache_dir,
+                       progress=False)
+    return {which: auc_ci(predict_split(bundle, split, which, opts), n_boot) for which in ("val", "test")}
 
 
 def run_variant(recipe: str, args) -> dict:

@@ -33,8 +33,8 @@ def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: b
                         f"--out {run_dir} --resume --target-sensitivity {target_sensitivity}` (the fold models are kept).")
     ctx, split = run_context(run_dir, bundle)
     if tta:
-        from ..data.cache import default_num_workers
-        val = predict_split(bundle, split, "val", True, 64, default_num_workers(num_workers), None, progress)
+        from .site_data import EvalOptions
+        val = predict_split(bundle, split, "val", EvalOptions(tta=True, num_workers=num_workers, progress=progress))
         source = f"{len(val)} validation images, predicted with TTA"
     else:
         val = bound_val_predictions(ctx)

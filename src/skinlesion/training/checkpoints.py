@@ -16,11 +16,14 @@ def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
-    saved = load_config(path).train
-    changed = [k for k in LOCKED_KEYS if getattr(cfg.train, k) != getattr(saved, k)
-               and not (k == "image_size" and cfg.train.image_size is None)]
+    from .recipe import device_batch
+    from .trainer import _accelerator_is_cuda
+    cuda = _accelerator_is_cuda(cfg.train)  # both sides with the default batch (and lr) resolved as train does
+    saved, now = device_batch(load_config(path).train, cuda), device_batch(cfg.train, cuda)
+    changed = [k for k in LOCKED_KEYS if getattr(now, k) != getattr(saved, k)
+               and not (k == "image_size" and now.image_size is None)]
     if changed:
-        diff = ", ".join(f"{k}: {getattr(saved, k)!r} in the run, {getattr(cfg.train, k)!r} now" for k in changed)
+        diff = ", ".join(f"{k}: {getattr(saved, k)!r} in the run, {getattr(now, k)!r} now" for k in changed)
         raise ConfigError(f"--resume cannot change what {run_dir} trains ({diff}). Remedy: resume without those "
                           "flags (the run's config.yaml is used), or train the new settings into a new --out.")
 

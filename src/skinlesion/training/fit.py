@@ -163,6 +163,8 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
     with ``write`` (rank 0 of train) the resolved config.yaml and checkpoints/binding.json are written."""
     if not progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # the batch (and with CUDA's default batch, the lr) resolved first: --resume compares the resolved values
+    cfg = dataclasses.replace(cfg, train=recipe.device_batch(cfg.train, _accelerator_is_cuda(cfg.train)))
     t = cfg.train
     cfg.validate()
     from ..tracking import parse_loggers
@@ -182,8 +184,7 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
         verify_checkpoints(run_dir)
     spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
     pre = Preprocessing.for_spec(spec, "shades_of_gray" if t.colour_constancy else None)
-    t = recipe.device_batch(dataclasses.replace(t, image_size=spec.image_size), _accelerator_is_cuda(t))
-    cfg = dataclasses.replace(cfg, train=t)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, image_size=spec.image_size))
     t = cfg.train
     if write and process_rank() == 0:
         save_config(cfg, run_dir)
