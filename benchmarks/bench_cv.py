@@ -67,7 +67,7 @@ def main() -> int:
     decode_wall, decode_cpu = time.perf_counter() - t0, cpu_seconds() - c0
 
     t0 = time.perf_counter()
-    result = cv.run_cv(cfg, out, folds=args.folds, resume=(out / "folds").exists(), progress=False, echo=print)
+    result = cv.run_cv(cfg, out, cv.CVOptions(folds=args.folds, resume=(out / "folds").exists(), progress=False))
     cv_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     ev = evaluate_run(out, opts=EvalOptions(n_boot=args.bootstrap, progress=False)).metrics

@@ -14,7 +14,7 @@ LAYERS = [
                    "skinlesion.evaluation.site"]),
     ("config", ["skinlesion.config", "skinlesion.options"]),
     ("inference", ["skinlesion.inference", "skinlesion.evaluation.calibration"]),
-    ("stages", ["skinlesion.training", "skinlesion.evaluation", "skinlesion.tracking", "skinlesion.data.prepare"]),
+    ("stages", ["skinlesion.training", "skinlesion.search", "skinlesion.evaluation", "skinlesion.tracking", "skinlesion.data.prepare"]),
     ("apps", ["skinlesion.serving", "skinlesion.demo"]),
     ("cli", ["skinlesion.cli", "skinlesion.cli_options", "skinlesion.commands", "skinlesion.__main__"]),
 ]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_options import check_args
+from .cli_options import check_args, overrides_of
 from .commands import VERBS
 from .config import load_config
 from .errors import Interrupted, SkinlesionError, original_message, stop_on_signals
@@ -71,7 +71,7 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from . import console
     console.set_quiet(getattr(args, "quiet", False))
-    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    overrides = overrides_of(args)
     try:
         cfg = load_config(args.config, overrides, base=_resume_base(args)).validate()
         check_args(args)

@@ -28,6 +28,11 @@ class _MetadataFlag(argparse.Action):
         setattr(namespace, "train.metadata" if is_fields else "data.metadata", value)
 
 
+def overrides_of(args) -> dict:
+    """The config keys the command line set (dotted ``section.key`` destinations of the flags given)."""
+    return {k: v for k, v in vars(args).items() if "." in k}
+
+
 def _add_data_opts(p: argparse.ArgumentParser, required: bool = True, features: bool = False) -> None:
     _opt(p, "--data", "data.root", "dataset root: HAM10000_metadata.csv plus images anywhere below", metavar="DIR")
     if features:

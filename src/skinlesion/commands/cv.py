@@ -14,12 +14,16 @@ def add_arguments(p) -> None:
     p.add_argument("--folds", type=int, default=5, help="K folds over train+val; the test share stays held out (default: 5)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per fold (default: 1)")
     p.add_argument("--target-sensitivity", type=float, default=0.90, help="for the out-of-fold threshold (default: 0.90)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted cv at its fold and epoch")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted cv at its fold and epoch (a "
+                   "finished one: re-pool, e.g. to add --stack)")
+    p.add_argument("--stack", choices=["gbdt"], help="gbdt: gradient-boosted trees on the out-of-fold CNN scores and "
+                   "the metadata fields, bundled with the fold models (the fold ensemble stays in RUN_DIR/bundle-image)")
 
 
 def main(args, cfg) -> int:
-    from ..training.cv import run_cv
-    result = run_cv(cfg, args.out, args.folds, args.seeds, args.target_sensitivity, args.resume, not args.quiet)
+    from ..training.cv import CVOptions, run_cv
+    opts = CVOptions(args.folds, args.seeds, args.target_sensitivity, args.resume, not args.quiet, args.stack)
+    result = run_cv(cfg, args.out, opts)
     if result is None:
         return 0
     s = result.summary
@@ -29,5 +33,11 @@ def main(args, cfg) -> int:
     t = s["threshold"]
     print(f"out-of-fold threshold {t['value']:.4f} (sensitivity {t['chosen']['sensitivity']:.3f}, specificity "
           f"{t['chosen']['specificity']:.3f} on {t['n_images']} images, {t['n_malignant']} malignant)")
-    print(f"ensemble bundle: {result.bundle}  (evaluate it: skinlesion evaluate {result.run_dir})")
+    if "stack" in s:
+        st = s["stack"]
+        print(f"stacked trees ({', '.join(st['features'])}): out-of-fold ROC-AUC {st['oof_stack']['roc_auc']:.3f} "
+              f"(image only {st['oof_image']['roc_auc']:.3f}; the trees' own nested out-of-fold scores), threshold "
+              f"{st['threshold']['value']:.4f}")
+    print(f"{'stacked' if 'stack' in s else 'ensemble'} bundle: {result.bundle}  (evaluate it: skinlesion evaluate "
+          f"{result.run_dir})")
     return 0

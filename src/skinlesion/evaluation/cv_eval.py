@@ -27,10 +27,23 @@ def cv_section(run_dir: Path, bundle, split: pd.DataFrame, ensemble_preds: pd.Da
     best = max(rows, key=lambda r: r["roc_auc"]["value"])
     other = "mean_logit" if bundle.config["ensemble"].get("combine", "mean_probability") == "mean_probability" \
         else "mean_probability"
-    alt_model = EnsembleClassifier(list(bundle.model.members), bundle.task, other).eval()
-    alt = predict(type(bundle)(alt_model, bundle.config, bundle.preprocessing))
+    image_only = run_dir / "bundle-image"
+    if bundle.config.get("stack") and image_only.is_dir():  # cv --stack: the ensemble without its trees
+        image_bundle = load_bundle(image_only)
+        alt_model = EnsembleClassifier(list(image_bundle.model.members), bundle.task, other).eval()
+        alt = predict(type(bundle)(alt_model, image_bundle.config, image_bundle.preprocessing))
+    else:
+        image_bundle = None
+        alt_model = EnsembleClassifier(list(bundle.model.members), bundle.task, other).eval()
+        alt = predict(type(bundle)(alt_model, bundle.config, bundle.preprocessing))
     y, groups = ensemble_preds["label"], ensemble_preds["lesion_id"]
-    return {"members": rows, "ensemble": ensemble, "combine": bundle.config["ensemble"].get("combine"),
+    stack = {}
+    if image_bundle is not None:
+        image = predict(image_bundle)
+        stack = {"image_only": auc_estimates(image, n_boot, seed),
+                 "stack_vs_image_only": paired_difference(roc_auc, y, ensemble_preds["probability"],
+                                                          image["probability"], groups, n_boot, seed)}
+    return {**stack, "members": rows, "ensemble": ensemble, "combine": bundle.config["ensemble"].get("combine"),
             "single_mean": {k: float(np.mean(v)) for k, v in singles.items()},
             "single_sd": {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in singles.items()},
             "best_single": best["member"],
@@ -44,7 +57,16 @@ def cv_rows(cv: dict) -> list[list[str]]:
     rows = [[r["member"], f(r["roc_auc"]), f(r["pr_auc"])] for r in cv["members"]]
     rows.append(["single models, mean ± sd", f"{cv['single_mean']['roc_auc']:.3f} ± {cv['single_sd']['roc_auc']:.3f}",
                  f"{cv['single_mean']['pr_auc']:.3f} ± {cv['single_sd']['pr_auc']:.3f}"])
-    rows.append([f"ensemble ({cv['combine']})", f(cv["ensemble"]["roc_auc"]), f(cv["ensemble"]["pr_auc"])])
+    stacked = "image_only" in cv
+    if stacked:
+        rows.append([f"fold ensemble ({cv['combine']}), image only", f(cv["image_only"]["roc_auc"]),
+                     f(cv["image_only"]["pr_auc"])])
+    rows.append([("stacked trees on the ensemble + metadata" if stacked else f"ensemble ({cv['combine']})"),
+                 f(cv["ensemble"]["roc_auc"]), f(cv["ensemble"]["pr_auc"])])
     alt = cv["alternative_combine"]
     rows.append([f"ensemble ({alt['combine']}, for comparison)", f(alt["roc_auc"]), f(alt["pr_auc"])])
+    if stacked:
+        d = cv["stack_vs_image_only"]
+        rows.append(["stack − image only (paired, lesion bootstrap)", f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, "
+                     f"{d['ci_high']:+.3f}], p = {d['p_value']:.3f}", ""])
     return rows

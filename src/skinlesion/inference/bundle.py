@@ -185,6 +185,7 @@ _TYPED_FIELDS = (
     (("class_names",), (list, type(None))),
     (("metrics",), (dict, type(None))),
     (("ensemble",), (dict, type(None))),
+    (("stack",), (dict, type(None))),
 )
 MAX_ENSEMBLE = 100
 
@@ -203,6 +204,17 @@ def _check_fields(config: dict, cfg_path: Path) -> None:
     if any(isinstance(v, str) for v in op.values()) or not all(isinstance(v, str) for v in texts):
         raise BundleError(f"{cfg_path}: threshold.operating_point must hold no text, and limitations/class_names only text. "
                           "Remedy: copy the bundle again or re-train.")
+    stack = config.get("stack")
+    if stack is not None:
+        tr = stack.get("trees") if isinstance(stack, dict) else None
+        limits = {"n_trees": 10_000, "width": 100_000, "depth": 64}
+        ok = isinstance(tr, dict) and all(isinstance(tr.get(k), int) and not isinstance(tr.get(k), bool)
+                                          and 1 <= tr[k] <= hi for k, hi in limits.items())
+        if not ok or config.get("task") != "binary" or not isinstance(stack.get("base_uses_metadata"), bool) \
+                or not isinstance(stack.get("base_metadata_dim"), int):
+            raise BundleError(f"{cfg_path}: its 'stack' entry is damaged (trees n_trees/width/depth, "
+                              "base_uses_metadata, base_metadata_dim; binary task). Remedy: copy the bundle again or "
+                              "re-run `skinlesion cv --resume --stack gbdt`.")
     ens = config.get("ensemble")
     if ens is not None:
         size = ens.get("size")
@@ -233,12 +245,12 @@ def _check_size_before_building(path: Path, build) -> None:
                           "the same bundle together, or re-train.")
 
 
-def _check_ensemble_weights(path: Path, size: int) -> None:
+def _check_ensemble_weights(path: Path, size: int, prefix: str = "members.") -> None:
     """Before an ensemble is built: model.safetensors (read from its header only) holds ``size`` members."""
     from safetensors import safe_open
     try:
         with safe_open(str(path / "model.safetensors"), framework="pt") as f:
-            members = {k.split(".")[1] for k in f.keys() if k.startswith("members.")}
+            members = {k[len(prefix):].split(".")[0] for k in f.keys() if k.startswith(prefix)}
     except Exception as exc:  # noqa: BLE001
         raise BundleError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(exc)[:200]}); the "
                           "bundle is damaged. Remedy: copy it again or re-train.") from None
@@ -333,15 +345,23 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
         b = dict(config["backbone"])
         spec = BackboneSpec(**{**b, "mean": tuple(b["mean"]), "std": tuple(b["std"])})
         meta_dim = int((config.get("metadata") or {}).get("dim", 0))
+        stack = config.get("stack")
+        base_dim = int(stack["base_metadata_dim"]) if stack else meta_dim
         build = lambda: build_model(spec, config["task"], pretrained=False, dropout=float(config["head"]["dropout"]),
-                                    meta_dim=meta_dim)
+                                    meta_dim=base_dim)
         ensemble = config.get("ensemble")
         if ensemble:
             from ..models.ensemble import EnsembleClassifier
-            _check_ensemble_weights(path, int(ensemble["size"]))
+            _check_ensemble_weights(path, int(ensemble["size"]), "base.members." if stack else "members.")
             one = build
             build = lambda: EnsembleClassifier([one() for _ in range(int(ensemble["size"]))], config["task"],
                                                ensemble.get("combine", "mean_probability"))
+        if stack:  # cv --stack gbdt: the fold models, then boosted trees on their score and the metadata
+            from ..models.stack import StackedClassifier
+            from ..models.trees import TreeEnsemble
+            inner, tr = build, stack["trees"]
+            build = lambda: StackedClassifier(inner(), TreeEnsemble(tr["n_trees"], tr["width"], tr["depth"]),
+                                              meta_dim, bool(stack["base_uses_metadata"]))
         _check_size_before_building(path, build)
         model = build()
     except SkinlesionError:

@@ -22,6 +22,7 @@ from ..inference.bundle import load_bundle, save_bundle
 from ..models.ensemble import EnsembleClassifier
 from ..tables import read_csv_exact
 from .checkpoints import check_resume_config, has_checkpoints
+from .stack import STACKS, copy_image_bundle, fit_stack
 
 REMEDY_REFOLD = "re-run that fold: `skinlesion cv --resume`."
 
@@ -53,12 +54,30 @@ def _split(cfg: RunConfig, run_dir: Path, folds: int, progress: bool, echo):
     return ctx
 
 
-def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, target_sensitivity: float = 0.90,
-           resume: bool = False, progress: bool = True, echo=print) -> CVResult | None:
+@dataclass(frozen=True)
+class CVOptions:
+    """How a cv runs: K folds x seeds, the out-of-fold threshold's target, resume, the console, a stack."""
+
+    folds: int = 5
+    seeds: int = 1
+    target_sensitivity: float = 0.90
+    resume: bool = False
+    progress: bool = True
+    stack: str | None = None  # "gbdt": boosted trees on the out-of-fold scores and metadata (training.stack)
+
+
+def run_cv(cfg: RunConfig, run_dir: str | Path, opts: CVOptions = CVOptions(), echo=print) -> CVResult | None:
     """Train every fold (x seed), pool the out-of-fold predictions, tune the threshold on them and write
-    the ensemble bundle. Finished members are skipped; with ``resume`` an interrupted one continues."""
+    the ensemble bundle (with ``opts.stack``, the stacked one). Finished members are skipped; with
+    ``opts.resume`` an interrupted one continues."""
     from ..runlock import process_rank
     from .fit import train
+    folds, seeds, resume, progress = opts.folds, opts.seeds, opts.resume, opts.progress
+    if opts.stack is not None and opts.stack not in STACKS:
+        raise ConfigError(f"--stack {opts.stack!r} is not known ({', '.join(STACKS)}). Remedy: --stack gbdt")
+    if opts.stack and cfg.train.task != "binary":
+        raise ConfigError("--stack gbdt stacks p(malignant) and needs a binary cv. Remedy: drop --task 7class, or "
+                          "drop --stack.")
     if not 2 <= folds <= 50 or not 1 <= seeds <= 20:
         raise ConfigError(f"--folds must be 2-50 and --seeds 1-20, got {folds} and {seeds}. Remedy: --folds 5 --seeds 1")
     if cfg.train.fold is not None:
@@ -98,9 +117,15 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, folds: int = 5, seeds: int = 1, 
                 continue  # a DDP rank other than 0
     if process_rank() != 0:
         return None
-    summary = summarize_cv(ctx, members, folds, seeds, target_sensitivity)
+    summary = summarize_cv(ctx, members, folds, seeds, opts.target_sensitivity)
     atomic.write_json(run_dir / "cv.json", summary)
     bundle = save_ensemble(members, summary, ctx, run_dir / "bundle")
+    if opts.stack:
+        echo("stacking: gradient-boosted trees on the out-of-fold scores and metadata")
+        summary["stack"] = fit_stack(ctx, copy_image_bundle(run_dir), opts.target_sensitivity, cfg.data.root,
+                                     cfg.train.seed)
+    elif (run_dir / "bundle-image").exists():  # re-run without --stack: the fold ensemble is the bundle again
+        shutil.rmtree(run_dir / "bundle-image")
     return CVResult(run_dir, members, summary, bundle)
 
 

@@ -136,6 +136,7 @@ class TrainSetup:
     meta: torch.Tensor | None = None  # encoded metadata, one row per split row
     progress: bool = True  # the console: bars on a terminal, and where step lines go
     echo: object = print
+    callbacks: object = None  # phase -> extra Lightning callbacks of that phase (e.g. a search's pruning)
 
 
 def _metadata(cfg: RunConfig, ctx: RunContext, split: pd.DataFrame, data_root: str):
@@ -216,10 +217,12 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
                       echo)
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print) -> TrainResult | None:
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print,
+          callbacks=None) -> TrainResult | None:
     """Train ``cfg.train.arch`` on the run's split; write checkpoints, metrics.csv, val_predictions.csv,
     plots/training_history.png and bundle/ into ``run_dir``. Under DDP every rank runs this; only
-    rank 0 writes the run's artifacts and gets a result (other ranks get None)."""
+    rank 0 writes the run's artifacts and gets a result (other ranks get None). ``callbacks``: a function
+    of the :class:`Phase` giving extra Lightning callbacks for it."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     if not resume and process_rank() == 0 and has_checkpoints(run_dir):
@@ -230,6 +233,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
                         f"saved). Remedy: train without --resume: `skinlesion train --out {run_dir}` "
                         "(with the same --data and options).")
     st = setup_training(cfg, run_dir, resume, progress, echo)
+    st.callbacks = callbacks
     cfg, t, ctx, split, data_root, spec, pre, data, model, n_groups = (
         st.cfg, st.cfg.train, st.ctx, st.split, st.data_root, st.spec, st.pre, st.data, st.model, st.n_groups)
 
@@ -312,7 +316,8 @@ def _run_phase(st: TrainSetup, module, ph: Phase, resume: bool, trackers=()):
             if not trainable else f"training the last {unfreeze} of {n_groups} backbone groups ({len(trainable)} tensors)")
          + (f", resuming from {last}" if ckpt_path else ""))
     interrupt = SaveOnInterrupt(run_dir, phase, t.checkpoint_minutes)
-    trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress, trackers, [interrupt])
+    extra = [interrupt, *(st.callbacks(ph) if st.callbacks else [])]
+    trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress, trackers, extra)
     seed = t.seed + 1000 * phase
     if use_features:
         device = torch.device("cuda" if _accelerator_is_cuda(t) else "cpu")

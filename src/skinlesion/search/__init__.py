@@ -1,0 +1,1 @@
+"""Hyperparameter search on Optuna (`skinlesion search`): the space and the study."""
