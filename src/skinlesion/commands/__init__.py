@@ -4,4 +4,4 @@ and, when it writes into a run directory, LOCK: the argument naming it ("out": t
 dispatches."""
 
 VERBS = ("prepare", "explore", "make_demo_data", "train", "lr_find", "cv", "tune_threshold", "evaluate", "audit",
-         "download", "adapt", "compare", "runs", "run", "search", "predict", "explain", "export", "serve", "demo")
+         "download", "adapt", "compare", "runs", "run", "search", "predict", "explain", "export", "push", "serve", "demo")

@@ -9,7 +9,7 @@ HELP = ("re-tune a bundle's operating point on labelled cases from your own site
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, metavar="BUNDLE", help="the bundle to adapt (left unchanged)")
+    p.add_argument("--model", required=True, metavar="BUNDLE", help="the bundle to adapt (left unchanged; a folder or hf-hub:ORG/NAME[@REVISION])")
     _add_data_opts(p)
     p.add_argument("--out", required=True, metavar="NEW_BUNDLE", help="new folder: the adapted bundle (with "
                    "adaptation/ inside: report, local-cases curve); with --unlabelled the report only")

@@ -12,7 +12,7 @@ LOCK = "run_dir"
 def add_arguments(p) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a trained (and tuned) run directory")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of RUN_DIR (default: test)")
-    p.add_argument("--model", metavar="BUNDLE", help="evaluate this bundle on an external --data folder instead")
+    p.add_argument("--model", metavar="BUNDLE", help="evaluate this bundle (a folder or hf-hub:ORG/NAME[@REVISION]) on an external --data folder instead")
     p.add_argument("--data", metavar="DIR", action="append", help="external dataset in any --format (with --model; "
                    "every image); repeat --data for several sets in one report with the threshold drift of each")
     p.add_argument("--metadata", metavar="CSV", help="metadata / ground-truth CSV if not found in DIR")

@@ -8,7 +8,7 @@ HELP = "Grad-CAM overlays (PNG per image) for the malignant logit"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, metavar="BUNDLE", help="a model bundle folder")
+    p.add_argument("--model", required=True, metavar="BUNDLE", help="a model bundle folder, or hf-hub:ORG/NAME[@REVISION]")
     p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or .csv lists of paths")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for <name>_gradcam.png files")
 

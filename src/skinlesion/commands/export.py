@@ -8,7 +8,7 @@ HELP = "export a bundle to ONNX (dynamic batch), verified against PyTorch with o
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, metavar="BUNDLE", help="a model bundle folder")
+    p.add_argument("--model", required=True, metavar="BUNDLE", help="a model bundle folder, or hf-hub:ORG/NAME[@REVISION]")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
     p.add_argument("--out", required=True, metavar="FILE.onnx", help="output model; preprocessing JSON is written beside it")
     p.add_argument("--images", nargs="*", metavar="IMAGE", help="images for the parity check (default: 3 random inputs)")

@@ -9,7 +9,7 @@ HELP = "probability of malignancy for image files, folders or a CSV of paths"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, metavar="BUNDLE", help="a model bundle folder")
+    p.add_argument("--model", required=True, metavar="BUNDLE", help="a model bundle folder, or hf-hub:ORG/NAME[@REVISION]")
     p.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders (recursive) or .csv lists of paths")
     p.add_argument("--out", metavar="CSV", help="write predictions here (default: print them)")
     p.add_argument("--tta", action="store_true", help="average over flips and a rotation")

@@ -6,7 +6,7 @@ HELP = "web page + REST API for one bundle (FastAPI, localhost by default)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, metavar="BUNDLE", help="a model bundle folder")
+    p.add_argument("--model", required=True, metavar="BUNDLE", help="a model bundle folder, or hf-hub:ORG/NAME[@REVISION]")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--max-upload-mb", type=float, default=10, help="upload size limit in MB (default: 10)")
