@@ -112,3 +112,25 @@ def test_unknown_stack_and_seven_classes_are_clear_errors(demo_data, tmp_path, c
                *TINY])
     err = capsys.readouterr().err
     assert rc == 2 and "binary" in err and "Remedy" in err and not (tmp_path / "b").exists()  # refused before training
+
+
+def test_stack_with_tta_features_restacks_a_finished_cv(stacked, demo_data, tmp_path):
+    import shutil
+    run = tmp_path / "cv"
+    shutil.copytree(stacked, run)
+    assert main(["cv", "--data", str(demo_data), "--out", str(run), "--folds", "3", "--cache-dir",
+                 str(tmp_path / "cache"), "--resume", "--stack", "gbdt", "--stack-tta", *TINY]) == 0
+    config = json.loads((run / "bundle" / "config.json").read_text())
+    assert config["stack"]["tta"] is True and config["stack"]["features"][:2] == ["cnn_logit", "cnn_logit_tta"]
+    assert main(["evaluate", str(run), "--quiet", "--num-workers", "0", "--bootstrap", "20"]) == 0
+    evaluated = pd.read_csv(run / "test_predictions.csv").head(4)
+    meta = pd.read_csv(demo_data / "HAM10000_metadata.csv")
+    rows = evaluated[["image_id"]].merge(meta, on="image_id", how="left")
+    paths = [str(demo_data / "images" / f"{i}.jpg") for i in rows["image_id"]]
+    api = Predictor.from_bundle(run / "bundle").predict(paths, rows[["age", "sex", "localization"]])
+    np.testing.assert_allclose(api["probability_raw"], evaluated["probability"], atol=1e-6)
+    # without --stack the fold ensemble is the bundle again
+    assert main(["cv", "--data", str(demo_data), "--out", str(run), "--folds", "3", "--cache-dir",
+                 str(tmp_path / "cache"), "--resume", *TINY]) == 0
+    assert "stack" not in json.loads((run / "bundle" / "config.json").read_text())
+    assert not (run / "bundle-image").exists()

@@ -18,11 +18,14 @@ def add_arguments(p) -> None:
                    "finished one: re-pool, e.g. to add --stack)")
     p.add_argument("--stack", choices=["gbdt"], help="gbdt: gradient-boosted trees on the out-of-fold CNN scores and "
                    "the metadata fields, bundled with the fold models (the fold ensemble stays in RUN_DIR/bundle-image)")
+    p.add_argument("--stack-tta", action="store_true", help="with --stack: the mean over four TTA views of the fold "
+                   "models' score is a feature too (prediction then runs the four views)")
 
 
 def main(args, cfg) -> int:
     from ..training.cv import CVOptions, run_cv
-    opts = CVOptions(args.folds, args.seeds, args.target_sensitivity, args.resume, not args.quiet, args.stack)
+    opts = CVOptions(args.folds, args.seeds, args.target_sensitivity, args.resume, not args.quiet, args.stack,
+                     args.stack_tta)
     result = run_cv(cfg, args.out, opts)
     if result is None:
         return 0

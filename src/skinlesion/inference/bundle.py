@@ -362,7 +362,7 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
             from ..models.trees import TreeEnsemble
             inner, tr = build, stack["trees"]
             build = lambda: StackedClassifier(inner(), TreeEnsemble(tr["n_trees"], tr["width"], tr["depth"]),
-                                              meta_dim, bool(stack["base_uses_metadata"]))
+                                              meta_dim, bool(stack["base_uses_metadata"]), bool(stack.get("tta")))
         _check_size_before_building(path, build)
         model = build()
     except SkinlesionError:

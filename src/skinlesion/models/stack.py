@@ -11,22 +11,32 @@ from .trees import TreeEnsemble
 EPS = 1e-6
 
 
-def stack_features(base_logit: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
-    """The trees' inputs: the CNN's logit of p(malignant) (clamped like the ensemble's), then the encoded
-    metadata fields (if any)."""
-    p = torch.sigmoid(base_logit.to(torch.float64)).clamp(EPS, 1 - EPS)
-    cols = [torch.log(p / (1 - p)).reshape(-1, 1)]
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.to(torch.float64).clamp(EPS, 1 - EPS)
+    return torch.log(p / (1 - p)).reshape(-1, 1)
+
+
+def stack_features(p: torch.Tensor, meta: torch.Tensor | None, p_tta: torch.Tensor | None = None) -> torch.Tensor:
+    """The trees' inputs: the CNN's logit of p(malignant) (clamped to [1e-6, 1 - 1e-6]), with TTA the logit of
+    its mean over the four views, then the encoded metadata fields (if any)."""
+    cols = [_logit(p)] + ([_logit(p_tta)] if p_tta is not None else [])
     if meta is not None:
         cols.append(meta.to(torch.float64))
     return torch.cat(cols, 1)
 
 
-class StackedClassifier(nn.Module):
-    """``base`` (binary; fed ``meta`` only if it was trained with it) -> features -> ``trees`` -> logit."""
+def views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The TTA views (as inference.predictor.TTA_VIEWS): identity, horizontal flip, vertical flip, rot90."""
+    return [x, x.flip(-1), x.flip(-2), x.rot90(1, dims=(-2, -1))]
 
-    def __init__(self, base: nn.Module, trees: TreeEnsemble, meta_dim: int, base_uses_meta: bool):
+
+class StackedClassifier(nn.Module):
+    """``base`` (binary; fed ``meta`` only if it was trained with it) -> features -> ``trees`` -> logit. With
+    ``tta`` the base also sees the flipped and rotated views, and their mean is a feature too."""
+
+    def __init__(self, base: nn.Module, trees: TreeEnsemble, meta_dim: int, base_uses_meta: bool, tta: bool = False):
         super().__init__()
-        self.base, self.trees, self.base_uses_meta = base, trees, base_uses_meta
+        self.base, self.trees, self.base_uses_meta, self.tta = base, trees, base_uses_meta, tta
         self.meta_dim = meta_dim
         self.register_buffer("missing_meta", torch.zeros(meta_dim))  # every field missing: the encoder's vector
 
@@ -37,6 +47,8 @@ class StackedClassifier(nn.Module):
     def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
         if self.meta_dim and meta is None:
             meta = self.missing_meta.expand(x.shape[0], -1)
-        base = self.base(x, meta if self.base_uses_meta else None)
-        raw = self.trees(stack_features(base[:, -1], meta if self.meta_dim else None))
-        return raw.to(base.dtype).unsqueeze(1)
+        call = lambda v: torch.sigmoid(self.base(v, meta if self.base_uses_meta else None)[:, -1].float())
+        p = call(x)
+        p_tta = torch.stack([p] + [call(v) for v in views(x)[1:]]).mean(0) if self.tta else None
+        raw = self.trees(stack_features(p, meta if self.meta_dim else None, p_tta))
+        return raw.to(x.dtype).unsqueeze(1)

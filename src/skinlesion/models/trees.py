@@ -60,14 +60,15 @@ class TreeEnsemble(nn.Module):
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         X = X.to(torch.float64)
-        n_rows, n_trees = X.shape[0], self.feature.shape[0]
-        tree = torch.arange(n_trees, device=X.device).expand(n_rows, n_trees)
+        n_rows, (n_trees, width) = X.shape[0], self.feature.shape
+        start = (torch.arange(n_trees, device=X.device) * width).expand(n_rows, n_trees)  # each tree's first node
         node = torch.zeros((n_rows, n_trees), dtype=torch.long, device=X.device)
+        at = lambda table, i: torch.index_select(table.reshape(-1), 0, (start + i).reshape(-1)).reshape(n_rows, n_trees)
         for _ in range(self.depth):
-            x = X.gather(1, self.feature[tree, node])
+            x = X.gather(1, at(self.feature, node))
             # NaN <= t is False, so a missing value goes left only where the split sends missing values left
             # (logical ops, not a boolean Where: ONNX Runtime has no kernel for that)
-            go_left = (x <= self.threshold[tree, node]) | (torch.isnan(x) & self.missing_left[tree, node])
-            step = torch.where(go_left, self.left[tree, node], self.right[tree, node])
-            node = torch.where(self.is_leaf[tree, node], node, step)
-        return self.baseline + self.value[tree, node].sum(1)
+            go_left = (x <= at(self.threshold, node)) | (torch.isnan(x) & at(self.missing_left, node))
+            step = torch.where(go_left, at(self.left, node), at(self.right, node))
+            node = torch.where(at(self.is_leaf, node), node, step)
+        return self.baseline + at(self.value, node).sum(1)

@@ -64,6 +64,7 @@ class CVOptions:
     resume: bool = False
     progress: bool = True
     stack: str | None = None  # "gbdt": boosted trees on the out-of-fold scores and metadata (training.stack)
+    stack_tta: bool = False  # the stack also takes the TTA mean (four views) of the fold models' score
 
 
 def run_cv(cfg: RunConfig, run_dir: str | Path, opts: CVOptions = CVOptions(), echo=print) -> CVResult | None:
@@ -122,8 +123,8 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, opts: CVOptions = CVOptions(), e
     bundle = save_ensemble(members, summary, ctx, run_dir / "bundle")
     if opts.stack:
         echo("stacking: gradient-boosted trees on the out-of-fold scores and metadata")
-        summary["stack"] = fit_stack(ctx, copy_image_bundle(run_dir), opts.target_sensitivity, cfg.data.root,
-                                     cfg.train.seed)
+        summary["stack"] = fit_stack(ctx, copy_image_bundle(run_dir), members, opts.target_sensitivity, cfg,
+                                     opts.stack_tta)
     elif (run_dir / "bundle-image").exists():  # re-run without --stack: the fold ensemble is the bundle again
         shutil.rmtree(run_dir / "bundle-image")
     return CVResult(run_dir, members, summary, bundle)

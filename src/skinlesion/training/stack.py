@@ -43,7 +43,22 @@ def _table(ctx, root: str | None) -> pd.DataFrame:
     return table
 
 
-def stack_inputs(ctx, oof: pd.DataFrame, ensemble_config: dict, root: str | None):
+def tta_oof(members: list[Path], oof: pd.DataFrame) -> np.ndarray:
+    """Each out-of-fold row's p(malignant) averaged over the four TTA views, by the fold model(s) that did not
+    train on it (the mean over seeds), in ``oof``'s row order."""
+    from ..evaluation.evaluate import predict_split, run_context
+    from ..evaluation.site_data import EvalOptions
+    parts = []
+    for m in members:
+        bundle = load_bundle(m / "bundle")
+        _, split = run_context(m, bundle)
+        parts.append(predict_split(bundle, split, "val", EvalOptions(tta=True, progress=False))[["image_id",
+                                                                                                "probability"]])
+    mean = pd.concat(parts).groupby("image_id")["probability"].mean()
+    return oof["image_id"].map(mean).to_numpy(np.float64)
+
+
+def stack_inputs(ctx, oof: pd.DataFrame, ensemble_config: dict, root: str | None, p_tta: np.ndarray | None = None):
     """(X, y, folds, encoder, base_uses_meta) for the out-of-fold rows. The metadata fields are the fold
     models' own when they fused metadata, else those of age, sex and localization the dataset has."""
     from ..data.tabular import MetadataEncoder
@@ -56,10 +71,9 @@ def stack_inputs(ctx, oof: pd.DataFrame, ensemble_config: dict, root: str | None
     else:
         fields = tuple(f for f in DEFAULT_FIELDS if f in rows.columns and rows[f].notna().any())
         encoder = MetadataEncoder.fit(rows, fields) if fields else None
-    p = np.clip(rows["probability"].to_numpy(np.float64), 1e-6, 1 - 1e-6)
-    logit = torch.from_numpy(np.log(p / (1 - p)))
     meta = torch.from_numpy(encoder.encode(rows)) if encoder is not None else None
-    X = stack_features(logit, meta).numpy()
+    X = stack_features(torch.from_numpy(np.array(rows["probability"], dtype=np.float64)), meta,
+                       None if p_tta is None else torch.from_numpy(p_tta)).numpy()
     return X, rows["label"].to_numpy(int), rows["fold"].to_numpy(int), encoder, bool(member_meta)
 
 
@@ -72,9 +86,10 @@ def nested_oof(X: np.ndarray, y: np.ndarray, folds: np.ndarray, seed: int) -> np
     return out
 
 
-def fit_stack(ctx, ensemble_bundle: Path, target: float, root: str | None, seed: int = 0) -> dict:
+def fit_stack(ctx, ensemble_bundle: Path, members: list[Path], target: float, cfg, tta: bool = False) -> dict:
     """Fit the trees on the cv's out-of-fold rows, write stack_oof_predictions.csv and stack.json, and
-    replace ``RUN_DIR/bundle`` by the stacked model (the fold ensemble stays in ``RUN_DIR/bundle-image``)."""
+    replace ``RUN_DIR/bundle`` by the stacked model (the fold ensemble stays in ``RUN_DIR/bundle-image``).
+    ``cfg``: the cv's config (its data root and seed); ``tta``: the TTA mean is a feature too."""
     from ..data.run import binding
     from ..evaluation.calibration import Calibration, fit_for_bundle
     run_dir = ctx.run_dir
@@ -83,14 +98,17 @@ def fit_stack(ctx, ensemble_bundle: Path, target: float, root: str | None, seed:
         raise DataError("--stack gbdt stacks p(malignant): it needs a binary cv (--task binary).")
     oof = read_csv_exact(run_dir / "oof_predictions.csv", "re-run `skinlesion cv --resume`.",
                          ("image_id", "label", "probability", "fold"))
-    X, y, folds, encoder, base_uses_meta = stack_inputs(ctx, oof, image.config, root)
+    root, seed = cfg.data.root, cfg.train.seed
+    X, y, folds, encoder, base_uses_meta = stack_inputs(ctx, oof, image.config, root,
+                                                        tta_oof(members, oof) if tta else None)
     stacked_oof = nested_oof(X, y, folds, seed)
     atomic.write_csv(run_dir / "stack_oof_predictions.csv",
                      oof.assign(probability=stacked_oof, probability_image=oof["probability"].to_numpy()))
     trees = TreeEnsemble.from_arrays(arrays_from_sklearn(_gbdt(seed).fit(X, y)))
     thr = threshold_for_sensitivity(y, stacked_oof, target, where=str(run_dir / "stack_oof_predictions.csv"))
     summary = {"stack": "gbdt", "params": GBDT_PARAMS, "seed": seed,
-               "features": ["cnn_logit", *([f"metadata:{f}" for f in encoder.fields] if encoder else [])],
+               "features": ["cnn_logit", *(["cnn_logit_tta"] if tta else []),
+                            *([f"metadata:{f}" for f in encoder.fields] if encoder else [])],
                "n_images": int(len(y)), "n_malignant": int(y.sum()), **binding(ctx),
                "oof_image": {k: float(v) for k, v in epoch_metrics(y, oof["probability"].to_numpy()).items()},
                "oof_stack": {k: float(v) for k, v in epoch_metrics(y, stacked_oof).items()},
@@ -100,7 +118,7 @@ def fit_stack(ctx, ensemble_bundle: Path, target: float, root: str | None, seed:
     config["calibration"] = fit_for_bundle(config, y, stacked_oof, "the trees' nested out-of-fold predictions",
                                            binding(ctx))
     config["threshold"]["calibrated_value"] = float(Calibration.from_config(config["calibration"]).apply(thr))
-    model = StackedClassifier(image.model, trees, encoder.dim if encoder else 0, base_uses_meta)
+    model = StackedClassifier(image.model, trees, encoder.dim if encoder else 0, base_uses_meta, tta)
     if encoder is not None:
         model.missing_meta.copy_(torch.from_numpy(encoder.missing_vector()))
     with torch.no_grad():
@@ -116,7 +134,7 @@ def _stacked_config(image: dict, summary: dict, encoder, trees: TreeEnsemble, ba
     config["stack"] = {"kind": "gbdt", "trees": {"n_trees": int(trees.feature.shape[0]),
                                                  "width": int(trees.feature.shape[1]), "depth": int(trees.depth)},
                        "features": summary["features"], "params": summary["params"],
-                       "base_uses_metadata": base_uses_meta,
+                       "base_uses_metadata": base_uses_meta, "tta": "cnn_logit_tta" in summary["features"],
                        "base_metadata_dim": int(image["metadata"]["dim"]) if image.get("metadata") else 0,
                        "how": "HistGradientBoostingClassifier on the fold models' out-of-fold logit and the encoded "
                               "metadata; stored as node arrays in model.safetensors (no pickle)"}
