@@ -65,8 +65,10 @@ def external_data(tmp_path_factory) -> Path:
 
 
 def tiny_cfg(data, tmp_path, **train_kw) -> RunConfig:
+    """A tiny run config on the ``classic`` (two-phase) recipe, as the tests were written for it."""
+    from skinlesion.config import RECIPES
     cfg = RunConfig()
-    base = dict(arch="simple_cnn", image_size=32, epochs=2, phase1_epochs=1, batch_size=16, lr=1e-3,
+    base = dict(RECIPES["classic"], recipe="classic", arch="simple_cnn", image_size=32, epochs=2, phase1_epochs=1, batch_size=16, lr=1e-3,
                 num_workers=0, cache_dir=str(tmp_path / "cache"), limit_train_batches=3, channels_last=False)
     base.update(train_kw)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(data)),

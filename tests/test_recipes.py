@@ -17,7 +17,9 @@ from test_training import tiny_cfg
 
 
 def _t(**kw) -> TrainConfig:
-    return dataclasses.replace(TrainConfig(), **kw)
+    """The classic recipe's keys (no mixing, no EMA), then ``kw``."""
+    from skinlesion.config import RECIPES
+    return dataclasses.replace(TrainConfig(), **{**RECIPES["classic"], "recipe": "classic", **kw})
 
 
 def test_recipe_layer_sits_between_defaults_and_flags(tmp_path):
@@ -28,8 +30,9 @@ def test_recipe_layer_sits_between_defaults_and_flags(tmp_path):
     assert cfg.train.phases == 1 and cfg.train.epochs == 3 and cfg.train.lr == RECIPES["finetune"]["lr"]
     from skinlesion.config import DEFAULT_RECIPE, RunConfig
     assert DEFAULT_RECIPE == "modern" and load_config().train.recipe == "modern" and load_config().train.ema is True
-    assert RunConfig().train.recipe == "classic" and RunConfig().train.schedule == "plateau"  # Python: the base keys
-    assert load_config(overrides={"train.recipe": "classic"}).train == RunConfig().train
+    assert RunConfig().train == load_config().train  # Python's default config is the CLI's
+    classic = load_config(overrides={"train.recipe": "classic"}).train
+    assert classic.schedule == "plateau" and classic.phases == 2 and classic.ema is False
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor():

@@ -106,22 +106,25 @@ class RunConfig:
 
 
 #: Named recipes: each sets recipe keys of ``train`` (a layer above the defaults, below --config and flags).
-_CLASSIC = {k: getattr(TrainConfig(), k) for k in (  # the declared defaults are the classic recipe
-    "phases", "epochs", "phase1_epochs", "lr", "phase2_lr_factor", "patience", "schedule", "warmup_epochs", "ema",
-    "ema_decay", "mixup", "cutmix", "mix_prob", "label_smoothing", "layer_decay", "drop_path", "augment")}
+_RECIPE_KEYS = ("phases", "epochs", "phase1_epochs", "lr", "phase2_lr_factor", "patience", "schedule", "warmup_epochs",
+                "ema", "ema_decay", "mixup", "cutmix", "mix_prob", "label_smoothing", "layer_decay", "drop_path",
+                "augment")
+#: The declared defaults are the default recipe (``modern``), so ``RunConfig()`` in Python is what the CLI trains.
+_MODERN = {k: getattr(TrainConfig(), k) for k in _RECIPE_KEYS}
+# the original default: frozen backbone, then the last stages at lr/10, plateau schedule
+_CLASSIC = {**_MODERN, "phases": 2, "epochs": 15, "phase1_epochs": 5, "lr": 1e-4, "phase2_lr_factor": 0.1,
+            "patience": 5, "schedule": "plateau", "warmup_epochs": 0.0, "ema": False, "mixup": 0.0, "cutmix": 0.0,
+            "mix_prob": 1.0, "label_smoothing": 0.0, "layer_decay": None, "drop_path": 0.0, "augment": "classic"}
 RECIPES: dict[str, dict[str, Any]] = {
-    # the original default: frozen backbone, then the last stages at lr/10, plateau schedule
     "classic": _CLASSIC,
     # full fine-tuning at a higher rate with warmup + cosine
     "finetune": {**_CLASSIC, "phases": 1, "epochs": 12, "lr": 5e-4, "schedule": "cosine", "warmup_epochs": 1.0},
     # timm-style: full fine-tuning with layer decay, EMA, label smoothing, light mixup, drop-path and
     # dermoscopy augmentation (90-degree turns, affine, blur, JPEG)
-    "modern": {**_CLASSIC, "phases": 1, "epochs": 12, "lr": 6e-4, "schedule": "cosine", "warmup_epochs": 1.0,
-               "ema": True, "ema_decay": 0.998, "layer_decay": 0.8, "drop_path": 0.1, "label_smoothing": 0.05,
-               "mixup": 0.2, "cutmix": 0.0, "mix_prob": 0.5, "augment": "derm", "patience": 20},
+    "modern": _MODERN,
 }
-#: The recipe `train`, `run`, `cv` and `lr-find` use when none is named (chosen by benchmarks/bench_recipes.py).
-#: ``RunConfig()`` built in Python holds the dataclass defaults, which are the ``classic`` recipe.
+#: The recipe `train`, `run`, `cv` and `lr-find` use when none is named (chosen by benchmarks/bench_recipes.py);
+#: the dataclass defaults hold it, so ``RunConfig()`` equals ``load_config()``.
 DEFAULT_RECIPE = "modern"
 
 

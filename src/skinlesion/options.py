@@ -68,7 +68,7 @@ class TrainConfig:
 
     arch: str = opt("efficientnet_lite0", "backbone: {backbones} or any timm model name", locked=True)
     task: str = opt("binary", "binary (benign/malignant) or 7class (dx)", locked=True, choices=list(TASKS))
-    epochs: int = opt(15, "total epochs over both phases", _positive_int, "a whole number >= 1", "15", locked=True,
+    epochs: int = opt(12, "total epochs over both phases", _positive_int, "a whole number >= 1", "15", locked=True,
                       type=int)
     batch_size: int | None = opt(None, "batch size (None: 32 on a CPU; 128 with CUDA, with the lr scaled by "
                                  "sqrt(128/32))", _optional(_positive_int), "a whole number >= 1", "32", locked=True,
@@ -80,11 +80,11 @@ class TrainConfig:
                               metavar="FILE")
     pretrained: bool = opt(True, "random initialisation (default: pretrained weights)", flag="--no-pretrained",
                            locked=True, show_default=False, action="store_false")
-    phases: int = opt(2, "2: frozen backbone, then partial unfreeze; 1: full fine-tuning", locked=True, type=int,
+    phases: int = opt(1, "2: frozen backbone, then partial unfreeze; 1: full fine-tuning", locked=True, type=int,
                       choices=[1, 2])
     phase1_epochs: int = opt(5, "epochs with the backbone frozen", _count, "a whole number >= 0", "5", locked=True,
                              type=int)
-    lr: float = opt(1e-4, "phase-1 learning rate (phase 2: lr * --phase2-lr-factor)", _finite(0, 10),
+    lr: float = opt(6e-4, "phase-1 learning rate (phase 2: lr * --phase2-lr-factor)", _finite(0, 10),
                     "a number in [0, 10]", "1e-4", locked=True, type=float)
     phase2_lr_factor: float = opt(0.1, "phase-2 lr multiplier", _finite(0, 100, lo_open=True), "a number in (0, 100]",
                                   "0.1", locked=True, type=float)
@@ -94,7 +94,7 @@ class TrainConfig:
                          "0.3", locked=True, type=float)
     balanced_sampler: bool = opt(False, "class-balanced sampling instead of loss weights", locked=True,
                                  action="store_true")
-    patience: int = opt(5, "early-stopping patience (epochs) on val PR-AUC", _count, "a whole number >= 0", "5",
+    patience: int = opt(20, "early-stopping patience (epochs) on val PR-AUC", _count, "a whole number >= 0", "5",
                         locked=True, type=int)
     num_workers: int | None = opt(None, "DataLoader workers (None: min(4, cores/2))", _optional(_count),
                                   "a whole number >= 0", "2", type=int)
@@ -131,31 +131,31 @@ class TrainConfig:
     lr_scaling: str | None = opt(None, "written when the device's default batch scaled the lr (the rule, as text)",
                                  flag=False)
     # the recipe (timm / torch building blocks): a named recipe sets these; flags override it
-    recipe: str = opt("classic", "a named set of the recipe keys (see RECIPES)", flag=False, locked=True)
-    schedule: str = opt("plateau", "LR schedule: plateau (ReduceLROnPlateau) or cosine (warmup + cosine)",
+    recipe: str = opt("modern", "a named set of the recipe keys (see RECIPES)", flag=False, locked=True)
+    schedule: str = opt("cosine", "LR schedule: plateau (ReduceLROnPlateau) or cosine (warmup + cosine)",
                         example="cosine", locked=True, group="recipe", choices=["plateau", "cosine"])
-    warmup_epochs: float = opt(0.0, "cosine: linear warmup epochs", _finite(0, 1000), "a number of epochs >= 0", "1",
+    warmup_epochs: float = opt(1.0, "cosine: linear warmup epochs", _finite(0, 1000), "a number of epochs >= 0", "1",
                                locked=True, group="recipe", type=float)
     min_lr_factor: float = opt(0.01, "cosine: final lr = lr * factor", _finite(0, 1), "a fraction in [0, 1]", "0.01",
                                locked=True, group="recipe", type=float)
-    ema: bool = opt(False, "EMA of weights, validated and saved as the model (default: off)", locked=True,
+    ema: bool = opt(True, "EMA of weights, validated and saved as the model (default: on)", locked=True,
                     group="recipe", show_default=False, action=argparse.BooleanOptionalAction)
     ema_decay: float = opt(0.998, "EMA decay", _finite(0, 1, lo_open=True, hi_open=True), "a number in (0, 1)", "0.998",
                            locked=True, group="recipe", type=float)
-    mixup: float = opt(0.0, "mixup alpha (0: off)", _finite(0, 100), "an alpha >= 0 (0: off)", "0.2", locked=True,
+    mixup: float = opt(0.2, "mixup alpha (0: off)", _finite(0, 100), "an alpha >= 0 (0: off)", "0.2", locked=True,
                        group="recipe", type=float)
     cutmix: float = opt(0.0, "cutmix alpha (0: off)", _finite(0, 100), "an alpha >= 0 (0: off)", "1.0", locked=True,
                         group="recipe", type=float)
-    mix_prob: float = opt(1.0, "probability of mixing a batch", _finite(0, 1), "a probability in [0, 1]", "0.5",
+    mix_prob: float = opt(0.5, "probability of mixing a batch", _finite(0, 1), "a probability in [0, 1]", "0.5",
                           locked=True, group="recipe", type=float)
-    label_smoothing: float = opt(0.0, "label smoothing", _finite(0, 0.5, hi_open=True), "a number in [0, 0.5)", "0.1",
+    label_smoothing: float = opt(0.05, "label smoothing", _finite(0, 0.5, hi_open=True), "a number in [0, 0.5)", "0.1",
                                  locked=True, group="recipe", type=float)
-    layer_decay: float | None = opt(None, "layer-wise LR decay, e.g. 0.75 (None: off)", _optional(
+    layer_decay: float | None = opt(0.8, "layer-wise LR decay, e.g. 0.75 (None: off)", _optional(
         lambda v: isinstance(v, (int, float)) and 0 < v <= 1), "None or in (0, 1]", "0.75", locked=True, group="recipe",
         type=float)
-    drop_path: float = opt(0.0, "stochastic depth rate", _finite(0, 1, hi_open=True), "a rate in [0, 1)", "0.1",
+    drop_path: float = opt(0.1, "stochastic depth rate", _finite(0, 1, hi_open=True), "a rate in [0, 1)", "0.1",
                            locked=True, group="recipe", type=float)
-    augment: str = opt("classic", "augmentation policy", example="derm", locked=True, group="recipe",
+    augment: str = opt("derm", "augmentation policy", example="derm", locked=True, group="recipe",
                        choices=list(AUGMENT_POLICIES))
     logger: str = opt("csv,tensorboard", "experiment trackers, any of csv,tensorboard,mlflow,wandb (mlflow and wandb "
                       "are extras: pip install 'skinlesion[mlflow,wandb]')", _loggers,
