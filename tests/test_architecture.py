@@ -15,7 +15,7 @@ LAYERS = [
     ("config", ["skinlesion.config", "skinlesion.options"]),
     ("inference", ["skinlesion.inference", "skinlesion.evaluation.calibration"]),
     ("stages", ["skinlesion.training", "skinlesion.search", "skinlesion.evaluation", "skinlesion.tracking", "skinlesion.data.prepare"]),
-    ("apps", ["skinlesion.serving", "skinlesion.demo"]),
+    ("apps", ["skinlesion.serving", "skinlesion.demo", "skinlesion.pipeline"]),
     ("cli", ["skinlesion.cli", "skinlesion.cli_options", "skinlesion.commands", "skinlesion.__main__"]),
 ]
 

@@ -76,7 +76,7 @@ def _main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, overrides, base=_resume_base(args)).validate()
         check_args(args)
         if getattr(args, "model", None):  # hf-hub:ORG/NAME[@rev]: the bundle from the Hub cache, for every verb
-            from .inference.hub import resolve
+            from .inference.hub_ref import resolve
             args.model = str(resolve(args.model))
         from .runlock import run_lock
         run_dir, create = _written_run(args)

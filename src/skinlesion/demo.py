@@ -26,11 +26,9 @@ def run_demo(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tru
     """Generate demo data into ``out/data``, then prepare and train into ``out/run``; return the results."""
     import pandas as pd
 
-    from .evaluation.evaluate import evaluate_run, format_headline
     from .evaluation.site_data import EvalOptions
     from .inference.predictor import Predictor
-    from .evaluation.tune import format_result, tune_threshold
-    from .training.fit import train
+    from .pipeline import train_tune_evaluate
 
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="skinlesion-demo-"))
     data_dir, run_dir = out / "data", out / "run"
@@ -40,16 +38,11 @@ def run_demo(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tru
     cfg = demo_config(cfg, data_dir)
     echo(f"[2/6] prepare: lesion-level split -> {run_dir}")
     echo(prepare(cfg, run_dir, progress=progress).report())
-    echo(f"[3/6] train: {cfg.train.arch}, {cfg.train.epochs} epochs at {cfg.train.image_size}px (ImageNet weights, offline)")
-    result = train(cfg, run_dir, progress=progress, echo=echo)
-    v = result.val_metrics
-    echo(f"val ROC-AUC {v['roc_auc']:.3f}, PR-AUC {v['pr_auc']:.3f} (per-epoch figures in {run_dir / 'metrics.csv'})")
-    echo("[4/6] tune-threshold: highest threshold with validation sensitivity >= 0.90")
-    echo(format_result(tune_threshold(run_dir, 0.90)))
-    echo("[5/6] evaluate on the held-out test split")
-    evaluation = evaluate_run(run_dir, opts=EvalOptions(n_boot=cfg.demo.bootstrap, progress=progress))
-    echo("test headline: " + format_headline(evaluation.metrics))
-    echo(f"report: {evaluation.report}")
+    echo(f"[3/6] train: {cfg.train.arch}, {cfg.train.epochs} epochs at {cfg.train.image_size}px (ImageNet weights, "
+         "offline); [4/6] tune-threshold; [5/6] evaluate on the held-out test split")
+    chain = train_tune_evaluate(cfg, run_dir, 0.90, EvalOptions(n_boot=cfg.demo.bootstrap, progress=progress),
+                                echo=echo)
+    result, evaluation = chain.train, chain.evaluation
     echo("[6/6] predict: a few test images with the bundle")
     test_ids = pd.read_csv(run_dir / "test_predictions.csv")["image_id"].head(4)
     paths = [str(data_dir / "images" / f"{i}.jpg") for i in test_ids]

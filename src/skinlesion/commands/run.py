@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from ..cli_options import add_training_arguments
-from .train import print_train_result
 
 NAME = "run"
 HELP = "prepare -> train -> tune-threshold -> evaluate on a real dataset in one go"
@@ -16,16 +15,7 @@ def add_arguments(p) -> None:
 
 
 def main(args, cfg) -> int:
-    from ..evaluation.evaluate import evaluate_run, format_headline
     from ..evaluation.site_data import EvalOptions
-    from ..evaluation.tune import format_result, tune_threshold
-    from ..training.fit import train
-    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    if result is None:  # a DDP rank other than 0: only rank 0 tunes and evaluates
-        return 0
-    print_train_result(result)
-    print(format_result(tune_threshold(args.out, args.target_sensitivity)))
-    result = evaluate_run(args.out, opts=EvalOptions(progress=not args.quiet))
-    print(format_headline(result.metrics))
-    print(f"report: {result.report}")
+    from ..pipeline import train_tune_evaluate
+    train_tune_evaluate(cfg, args.out, args.target_sensitivity, EvalOptions(progress=not args.quiet), args.resume)
     return 0

@@ -337,7 +337,7 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
     """Rebuild the model from config.json (no weights download) and load model.safetensors."""
     from safetensors.torch import load_file
 
-    from .hub import resolve
+    from .hub_ref import resolve
     path = resolve(path)  # a local folder, or hf-hub:ORG/NAME[@rev] downloaded to the Hub cache
     cfg_path = path / "config.json"
     config = read_config(path)
