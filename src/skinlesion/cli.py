@@ -5,10 +5,9 @@ import argparse
 import importlib
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
-from .cli_options import check_args, overrides_of
+from .cli_options import check_args, overrides_of, resume_base, written_run
 from .commands import VERBS
 from .config import load_config
 from .errors import Interrupted, SkinlesionError, original_message, stop_on_signals
@@ -34,26 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resume_base(args) -> str | None:
-    """With --resume, the run's saved config.yaml is the base layer (flags still override it)."""
-    if getattr(args, "resume", False) and getattr(args, "out", None):
-        saved = Path(args.out) / "config.yaml"
-        return str(saved) if saved.is_file() else None
-    return None
-
-
-def _written_run(args) -> tuple[str | None, bool]:
-    """The run directory this command writes into (None: none) and whether the command may create it:
-    verbs declare ``lock="out"`` (they make the run) or ``lock="run_dir"`` (they write into an existing
-    one); `evaluate --model` writes into its --out, not a run."""
-    lock = getattr(args, "lock", None)
-    if getattr(args, "model", None):  # evaluate --model writes its report folder: one writer there too
-        return (args.out, True) if lock and getattr(args, "out", None) else (None, False)
-    if lock is None:
-        return None, False
-    return getattr(args, lock), lock == "out"
-
-
 def main(argv: list[str] | None = None) -> int:
     """The CLI; the process's signal handlers are restored when it returns (main() may be called as a
     library, e.g. by tests or a notebook)."""
@@ -73,13 +52,13 @@ def _main(argv: list[str] | None = None) -> int:
     console.set_quiet(getattr(args, "quiet", False))
     overrides = overrides_of(args)
     try:
-        cfg = load_config(args.config, overrides, base=_resume_base(args)).validate()
+        cfg = load_config(args.config, overrides, base=resume_base(args)).validate()
         check_args(args)
         if getattr(args, "model", None):  # hf-hub:ORG/NAME[@rev]: the bundle from the Hub cache, for every verb
             from .inference.hub_ref import resolve
             args.model = str(resolve(args.model))
         from .runlock import run_lock
-        run_dir, create = _written_run(args)
+        run_dir, create = written_run(args)
         with run_lock(run_dir, args.command, create=create):
             return args.func(args, cfg)
     except USER_ERRORS as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from .config import ConfigError, field_default
 
@@ -137,3 +138,23 @@ def check_args(args) -> None:
         check_fraction("--adapt-fraction", args.adapt_fraction)
         if args.adapt_fraction >= 1:
             raise ConfigError("--adapt-fraction must leave images to score, got 1. Remedy: --adapt-fraction 0.3")
+
+
+def resume_base(args) -> str | None:
+    """With --resume, the run's saved config.yaml is the base layer (flags still override it)."""
+    if getattr(args, "resume", False) and getattr(args, "out", None):
+        saved = Path(args.out) / "config.yaml"
+        return str(saved) if saved.is_file() else None
+    return None
+
+
+def written_run(args) -> tuple[str | None, bool]:
+    """The run directory this command writes into (None: none) and whether the command may create it:
+    verbs declare ``lock="out"`` (they make the run) or ``lock="run_dir"`` (they write into an existing
+    one); `evaluate --model` writes into its --out, not a run."""
+    lock = getattr(args, "lock", None)
+    if getattr(args, "model", None):  # evaluate --model writes its report folder: one writer there too
+        return (args.out, True) if lock and getattr(args, "out", None) else (None, False)
+    if lock is None:
+        return None, False
+    return getattr(args, lock), lock == "out"
