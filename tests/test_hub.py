@@ -48,6 +48,7 @@ def test_push_then_pull_predicts_the_same(hub, lite_run, demo_data, tmp_path):
             "README.md"} <= set(files)
     card = files["README.md"].decode()
     assert card.startswith("---\n") and "license: cc-by-nc-4.0" in card and "research use only" in card
+    assert "hf-hub:org/lite" in card
     images = sorted(str(p) for p in (demo_data / "images").glob("*.jpg"))[:4]
     local = run(env, "predict", "--model", str(lite_run / "bundle"), *images, "--out", str(tmp_path / "a.csv"))
     pulled = run(env, "predict", "--model", "hf-hub:org/lite", *images, "--out", str(tmp_path / "b.csv"), "--quiet")
@@ -111,3 +112,18 @@ def test_push_refuses_a_folder_that_is_not_a_bundle(hub, tmp_path):
     r = run(env, "push", "--model", str(tmp_path), "--repo", "org/none")
     assert r.returncode == 2 and "not a model bundle" in r.stderr
     assert "org/none" not in server.state.repos  # nothing created on the Hub
+
+
+def test_card_carries_the_test_metrics_with_their_cis():
+    from huggingface_hub import ModelCard
+    from skinlesion.inference.hub import hub_card
+    evaluation = {"split": "test", "at_threshold": {
+        "roc_auc": {"value": 0.8885, "ci_low": 0.8596, "ci_high": 0.9151},
+        "sensitivity": {"value": 0.82, "ci_low": 0.75, "ci_high": 0.89}}}
+    text = hub_card({"architecture": "efficientnet_lite0", "metrics": {"val": {"roc_auc": 0.92}}}, "BODY",
+                    {"saved": False, "why": "test"}, "cc-by-nc-4.0", evaluation, "org/x")
+    data = ModelCard(text).data.to_dict()
+    metrics = data["model-index"][0]["results"][0]["metrics"]
+    assert (metrics[0]["type"], metrics[0]["value"]) == ("roc_auc", 0.8885)
+    assert "0.860-0.915" in metrics[0]["name"] and data["license"] == "cc-by-nc-4.0"
+    assert text.rstrip().endswith("BODY") and "hf-hub:org/x" in text

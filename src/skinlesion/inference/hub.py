@@ -57,20 +57,39 @@ def timm_layout(bundle, out: Path) -> dict:
     return {"saved": True, "timm_id": timm_id, "what": what}
 
 
-def hub_card(config: dict, body: str, timm_note: dict, licence: str) -> str:
-    """README.md in the Hub's format: YAML metadata (licence, tags, datasets, metrics) and the card text."""
+def _eval_results(evaluation: dict | None, name: str) -> list:
+    """The test metrics of the run's evaluation (metrics.json) as the Hub's model-index results; the CIs go
+    into the card text (the Hub's schema has no field for them)."""
+    from huggingface_hub import EvalResult
+    if not evaluation:
+        return []
+    at = evaluation.get("at_threshold") or {}
+    split = evaluation.get("split", "test")
+    return [EvalResult(task_type="image-classification", dataset_type="HAM10000", dataset_name=name,
+                       dataset_split=split, metric_type=k, metric_value=round(float(at[k]["value"]), 4),
+                       metric_name=f"{k} (95% CI {at[k]['ci_low']:.3f}-{at[k]['ci_high']:.3f}, lesion bootstrap)")
+            for k in ("roc_auc", "pr_auc", "sensitivity", "specificity") if isinstance(at.get(k), dict)]
+
+
+def hub_card(config: dict, body: str, timm_note: dict, licence: str, evaluation: dict | None = None,
+             repo: str = "ORG/NAME") -> str:
+    """README.md in the Hub's format: YAML metadata (licence, tags, datasets, metrics and, when the run was
+    evaluated, its test results) and the card text."""
     from huggingface_hub import ModelCard, ModelCardData
     metrics = config.get("metrics") or {}
     val = metrics.get("val") or metrics.get("oof") or {}
+    results = _eval_results(evaluation, "HAM10000 (held-out lesion-level test split)")
     data = ModelCardData(license=licence, library_name="timm" if timm_note.get("saved") else None,
                          tags=["skinlesion", "dermoscopy", "skin-lesion", "image-classification", "medical",
                                "research-only"],
                          datasets=["HAM10000"], pipeline_tag="image-classification",
-                         metrics=sorted(k for k in ("roc_auc", "pr_auc") if k in val) or None)
+                         metrics=sorted(k for k in ("roc_auc", "pr_auc") if k in val) or None,
+                         model_name=f"skinlesion-{config.get('architecture', 'model')}" if results else None,
+                         eval_results=results or None)
     header = ("# skinlesion model (research use only; not a medical device)\n\n"
-              "Load it with skinlesion: `skinlesion predict --model hf-hub:ORG/NAME IMAGES` (the bundle is under "
+              f"Load it with skinlesion: `skinlesion predict --model hf-hub:{repo} IMAGES` (the bundle is under "
               f"`{BUNDLE_DIR}/`; safetensors and JSON only).\n\n"
-              + (f"timm: `timm.create_model(\"hf-hub:ORG/NAME\", pretrained=True)` loads {timm_note['what']}.\n\n"
+              + (f"timm: `timm.create_model(\"hf-hub:{repo}\", pretrained=True)` loads {timm_note['what']}.\n\n"
                  if timm_note.get("saved") else f"No timm copy: {timm_note.get('why')}.\n\n"))
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{header}{body}"))
 
@@ -98,8 +117,10 @@ def push(model: str | Path, repo: str, revision: str | None = None, private: boo
         shutil.copytree(model, stage / BUNDLE_DIR, ignore=shutil.ignore_patterns("*.tmp", ".*"))
         with torch.no_grad():
             note = timm_layout(bundle, stage)
-        (stage / "README.md").write_text(hub_card(bundle.config, _card_body(model, bundle.config), note, licence),
-                                         encoding="utf-8")
+        metrics = model.parent / "metrics.json"
+        evaluation = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
+        (stage / "README.md").write_text(hub_card(bundle.config, _card_body(model, bundle.config), note, licence,
+                                                  evaluation, repo), encoding="utf-8")
         api = HfApi(token=token)
         try:
             api.create_repo(repo, private=private, exist_ok=True)
