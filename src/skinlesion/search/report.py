@@ -57,7 +57,5 @@ def plots_and_importance(study, study_dir: Path) -> None:
 def _save(ax, path: Path, plt) -> None:
     fig = ax.figure
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic.save_figure(path, fig, dpi=110)
     plt.close(fig)
-    tmp.replace(path)

@@ -273,8 +273,7 @@ def write_outputs(study, study_dir: Path) -> SearchResult:
     the history and importance plots."""
     from .report import plots_and_importance, trials_table
     study_dir = Path(study_dir)
-    trials_table(study).to_csv(study_dir / "trials.csv.tmp", index=False)
-    (study_dir / "trials.csv.tmp").replace(study_dir / "trials.csv")
+    atomic.write_csv(study_dir / "trials.csv", trials_table(study))  # unique temp names: workers may race
     best, best_yaml = _best(study), None
     if best is not None:
         best_yaml = atomic.write_text(study_dir / "best.yaml", best_config_text(best))
