@@ -150,3 +150,17 @@ def test_default_space_is_valid_and_holds_the_issue_keys():
     keys = {p.key for p in Space.from_mapping(DEFAULT_SPACE, "default").params}
     assert {"lr", "weight_decay", "layer_decay", "mixup", "cutmix", "drop_path", "label_smoothing", "epochs",
             "image_size", "recipe", "metadata"} <= keys
+
+
+def test_folds_objective_is_the_mean_over_lesion_grouped_folds(demo_data, tmp_path):
+    (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\nepochs: 2\nimage_size: 32\n")
+    opts = SearchOptions(tmp_path / "study", 1, str(tmp_path / "space.yaml"), folds=2, pruner="none", progress=False)
+    result = run_search(opts, None, _overrides(demo_data, tmp_path), echo=lambda s: None)
+    trial = json.loads((tmp_path / "study" / "trials" / "trial-0000" / "trial.json").read_text())
+    assert len(trial["fold_scores"]) == 2 and trial["value"] == pytest.approx(sum(trial["fold_scores"]) / 2)
+    assert result.best_value == pytest.approx(trial["value"])
+    split = pd.read_csv(tmp_path / "study" / "split.csv")
+    assert sorted(split.loc[split["split"] != "test", "fold"].unique()) == [0, 1]  # test rows: fold -1
+    for k in (0, 1):  # each fold a run folder validated on its own fold
+        val = pd.read_csv(tmp_path / "study" / "trials" / "trial-0000" / f"fold{k}" / "val_predictions.csv")
+        assert set(val["image_id"]) == set(split.loc[(split["fold"] == k) & (split["split"] != "test"), "image_id"])
