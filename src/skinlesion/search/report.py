@@ -11,7 +11,8 @@ from .. import atomic
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial: number, state, value, duration (minutes), its run folder and its parameters."""
+    """One row per trial: number, state, value, duration (minutes), its run folder, the worker (host:pid) that
+    ran it and its parameters."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         minutes = (t.datetime_complete - t.datetime_start).total_seconds() / 60 \
@@ -19,7 +20,8 @@ def trials_table(study) -> pd.DataFrame:
         last = max(t.intermediate_values) if t.intermediate_values else None
         rows.append({"number": t.number, "state": t.state.name, "value": t.value, "minutes": minutes,
                      "last_step": last, "default": bool(t.user_attrs.get("default", False)),
-                     "run_dir": t.user_attrs.get("run_dir"), **{f"param_{k}": v for k, v in t.params.items()}})
+                     "run_dir": t.user_attrs.get("run_dir"), "worker": t.user_attrs.get("worker"),
+                     **{f"param_{k}": v for k, v in t.params.items()}})
     return pd.DataFrame(rows)
 
 
