@@ -39,8 +39,8 @@ def test_short_training_on_a_lowres_subset_beats_chance(tmp_path):
     cfg = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, root=str(LOWRES), metadata=str(tmp_path / "subset.csv")),
         split=dataclasses.replace(cfg.split, ratios=(0.6, 0.4, 0.0)),
-        train=dataclasses.replace(cfg.train, **RECIPES["classic"], recipe="classic", arch="efficientnet_lite0",
-                                  image_size=96, epochs=2, phase1_epochs=2,
-                                  lr=1e-3, num_workers=0, cache_dir=str(tmp_path / "cache")))
+        train=dataclasses.replace(cfg.train, **{**RECIPES["classic"], "recipe": "classic", "arch": "efficientnet_lite0",
+                                                "image_size": 96, "epochs": 2, "phase1_epochs": 2, "lr": 1e-3,
+                                                "num_workers": 0, "cache_dir": str(tmp_path / "cache")}))
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.val_metrics["roc_auc"] > 0.65, result.val_metrics

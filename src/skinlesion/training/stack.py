@@ -73,7 +73,7 @@ def stack_inputs(ctx, oof: pd.DataFrame, ensemble_config: dict, root: str | None
         encoder = MetadataEncoder.fit(rows, fields) if fields else None
     meta = torch.from_numpy(encoder.encode(rows)) if encoder is not None else None
     X = stack_features(torch.from_numpy(np.array(rows["probability"], dtype=np.float64)), meta,
-                       None if p_tta is None else torch.from_numpy(p_tta)).numpy()
+                       None if p_tta is None else torch.from_numpy(np.array(p_tta, dtype=np.float64))).numpy()
     return X, rows["label"].to_numpy(int), rows["fold"].to_numpy(int), encoder, bool(member_meta)
 
 
