@@ -29,6 +29,14 @@ def imagenet_bundle(arch: str, image_size: int) -> Path:
     return save_bundle(model, bundle_config(spec, Preprocessing.for_spec(spec), "binary", 0.3, {}, {}), out)
 
 
+def write_results(out: str | None, result: dict, text: str) -> None:
+    """OUT.json (the figures) and OUT.md (the printed table) when ``out`` is given."""
+    if out:
+        Path(out + ".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        Path(out + ".md").write_text("```\n" + text + "\n```\n")
+        print(f"wrote {out}.json and {out}.md")
+
+
 def write_json(path: str | None, result: dict) -> None:
     if path:
         Path(path).write_text(json.dumps(result, indent=2) + "\n")

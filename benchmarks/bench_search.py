@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import machine, table
+from _common import machine, table, write_results
 
 
 def ready(run: Path) -> Path:
@@ -75,10 +75,7 @@ def main(argv=None) -> int:
                                                                        "test ROC-AUC [95% CI]"]),
         "", format_comparison(comparison)])
     print(text)
-    if args.out:
-        Path(args.out + ".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-        Path(args.out + ".md").write_text("```\n" + text + "\n```\n")
-        print(f"wrote {args.out}.json and {args.out}.md")
+    write_results(args.out, result, text)
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import machine, table
+from _common import machine, table, write_results
 
 
 def oof_frame(run: Path) -> pd.DataFrame:
@@ -55,11 +55,8 @@ def main(argv=None) -> int:
                              for r in rows], ["model", "run", "out-of-fold ROC-AUC", "test ROC-AUC", "test PR-AUC"]),
                       "", format_comparison(comparison)])
     print(text)
-    if args.out:
-        result = {"machine": machine(), "rows": rows, "paired_test_roc_auc": comparison["paired_roc_auc"]}
-        Path(args.out + ".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-        Path(args.out + ".md").write_text("```\n" + text + "\n```\n")
-        print(f"wrote {args.out}.json and {args.out}.md")
+    write_results(args.out, {"machine": machine(), "rows": rows, "paired_test_roc_auc": comparison["paired_roc_auc"]},
+                  text)
     return 0
 
 
