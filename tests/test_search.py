@@ -82,9 +82,11 @@ def test_best_yaml_round_trips_into_train(study, demo_data, tmp_path):
     best = tmp / "study" / "best.yaml"
     cfg = load_config(best)
     trials = pd.read_csv(tmp / "study" / "trials.csv")
-    top = trials.loc[trials["value"].idxmax()]
-    for key in ("lr", "epochs", "recipe"):
-        assert getattr(cfg.train, key) == pytest.approx(top[f"param_{key}"]) if key == "lr" else top[f"param_{key}"]
+    done = trials[trials["state"] == "COMPLETE"]  # a pruned trial's value is its last intermediate one
+    top = done.loc[done["value"].idxmax()]
+    assert best.read_text().startswith(f"# skinlesion search: trial {top['number']},")
+    assert cfg.train.lr == pytest.approx(float(top["param_lr"]), rel=1e-12)
+    assert cfg.train.epochs == int(top["param_epochs"]) and cfg.train.recipe == top["param_recipe"]
     out = tmp_path / "run"
     assert main(["train", "--config", str(best), "--out", str(out), "--quiet"]) == 0
     trained = yaml.safe_load((out / "config.yaml").read_text())["train"]
