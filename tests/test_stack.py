@@ -134,3 +134,14 @@ def test_stack_with_tta_features_restacks_a_finished_cv(stacked, demo_data, tmp_
                  str(tmp_path / "cache"), "--resume", *TINY]) == 0
     assert "stack" not in json.loads((run / "bundle" / "config.json").read_text())
     assert not (run / "bundle-image").exists()
+
+
+def test_cv_with_metadata_fusion_makes_its_ensemble(demo_data, tmp_path):
+    """Every fold model encodes the metadata the same way (fitted on train+val), so the ensemble can be built."""
+    run = tmp_path / "cv"
+    assert main(["cv", "--data", str(demo_data), "--out", str(run), "--folds", "2", "--cache-dir",
+                 str(tmp_path / "cache"), "--metadata", "age,sex,localization", *TINY]) == 0
+    encoders = [json.loads((run / "folds" / f"fold{k}" / "bundle" / "config.json").read_text())["metadata"]
+                for k in (0, 1)]
+    assert encoders[0] == encoders[1]
+    assert json.loads((run / "bundle" / "config.json").read_text())["metadata"] == encoders[0]

@@ -155,7 +155,10 @@ def _metadata(cfg: RunConfig, ctx: RunContext, split: pd.DataFrame, data_root: s
         raise DataError(f"--metadata {','.join(fields)}: the dataset's table is not readable below {data_root}. "
                         "Remedy: pass --data DIR (and --metadata FILE.csv) of the dataset the split was made from.")
     rows = split[["image_id", "split"]].merge(meta.drop(columns=["split"], errors="ignore"), on="image_id", how="left")
-    encoder = MetadataEncoder.fit(rows[rows["split"] == "train"], fields)
+    # a fold of a cv: fitted on all of train+val (covariates only, no label), so that every fold model encodes
+    # the fields the same way and the fold ensemble can feed them one encoding
+    fit_on = rows["split"] != "test" if ctx.fold is not None else rows["split"] == "train"
+    encoder = MetadataEncoder.fit(rows[fit_on], fields)
     return encoder, torch.from_numpy(encoder.encode(rows))
 
 
