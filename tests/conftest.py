@@ -76,7 +76,7 @@ def tiny_cfg(data, tmp_path, **train_kw) -> RunConfig:
 
 
 def state(ckpt) -> dict:
-    sd = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    sd = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]  # as --resume reads them
     return {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
 
 

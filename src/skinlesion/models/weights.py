@@ -31,11 +31,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         raise WeightsUnavailableError(
             f"--weights {path}: refused: it is a pickled checkpoint holding Python objects besides tensors "
-            f"({str(exc).splitlines()[0][:120]}), and unpickling it could run arbitrary code. Remedy: if you trust "
-            "the file, convert it once to safetensors: python -c \"import torch; from safetensors.torch import "
-            f"save_file; s = torch.load('{path}', weights_only=False); s = s.get('state_dict', s); "
-            f"save_file({{k: v.contiguous() for k, v in s.items()}}, '{path.with_suffix('.safetensors')}')\" and "
-            f"pass --weights {path.with_suffix('.safetensors')}") from None
+            f"({str(exc).splitlines()[0][:120]}), and unpickling it could run arbitrary code. Remedy: get the weights "
+            "as a .safetensors file (timm and the Hugging Face Hub publish them), or save one where the model was "
+            "made: safetensors.torch.save_file(model.state_dict(), 'weights.safetensors'); then pass "
+            "--weights weights.safetensors") from None
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch/safetensors file, ...
         raise WeightsUnavailableError(
             f"--weights {path}: cannot be read as a .safetensors or torch state-dict file ({type(exc).__name__}: "
