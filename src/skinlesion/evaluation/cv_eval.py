@@ -27,18 +27,13 @@ def cv_section(run_dir: Path, bundle, split: pd.DataFrame, ensemble_preds: pd.Da
     best = max(rows, key=lambda r: r["roc_auc"]["value"])
     other = "mean_logit" if bundle.config["ensemble"].get("combine", "mean_probability") == "mean_probability" \
         else "mean_probability"
-    image_only = run_dir / "bundle-image"
-    if bundle.config.get("stack") and image_only.is_dir():  # cv --stack: the ensemble without its trees
-        image_bundle = load_bundle(image_only)
-        alt_model = EnsembleClassifier(list(image_bundle.model.members), bundle.task, other).eval()
-        alt = predict(type(bundle)(alt_model, image_bundle.config, image_bundle.preprocessing))
-    else:
-        image_bundle = None
-        alt_model = EnsembleClassifier(list(bundle.model.members), bundle.task, other).eval()
-        alt = predict(type(bundle)(alt_model, bundle.config, bundle.preprocessing))
+    stacked = bool(bundle.config.get("stack")) and (run_dir / "bundle-image").is_dir()
+    image_bundle = load_bundle(run_dir / "bundle-image") if stacked else bundle  # cv --stack: without its trees
+    alt_model = EnsembleClassifier(list(image_bundle.model.members), bundle.task, other).eval()
+    alt = predict(type(bundle)(alt_model, image_bundle.config, image_bundle.preprocessing))
     y, groups = ensemble_preds["label"], ensemble_preds["lesion_id"]
     stack = {}
-    if image_bundle is not None:
+    if stacked:
         image = predict(image_bundle)
         stack = {"image_only": auc_estimates(image, n_boot, seed),
                  "stack_vs_image_only": paired_difference(roc_auc, y, ensemble_preds["probability"],

@@ -12,17 +12,9 @@ from PIL import Image
 from .. import console
 from ..data.images import ImageDecodeError, _to_rgb, check_dimensions
 from ..labels import DX_CODES, MALIGNANT_CLASS_INDICES
-from ..models.classifier import class_probabilities
+from ..models.classifier import class_probabilities, tta_views
 from .bundle import Bundle, load_bundle
 
-TTA_VIEWS = ("identity", "hflip", "vflip", "rot90")
-
-
-def tta_views(x: torch.Tensor, tta: bool) -> list[torch.Tensor]:
-    """The batch itself, plus its horizontal flip, vertical flip and 90-degree rotation with ``tta``."""
-    if not tta:
-        return [x]
-    return [x, x.flip(-1), x.flip(-2), x.rot90(1, dims=(-2, -1))]
 
 
 @torch.inference_mode()

@@ -54,6 +54,14 @@ def build_model(spec: BackboneSpec, task: str = "binary", pretrained: bool = Tru
                             meta_dim)
 
 
+def tta_views(x: torch.Tensor, tta: bool = True) -> list[torch.Tensor]:
+    """The test-time augmentation views: the batch itself, plus (with ``tta``) its horizontal flip, vertical
+    flip and 90-degree rotation. Predictor, evaluate and the stacked model all average these."""
+    if not tta:
+        return [x]
+    return [x, x.flip(-1), x.flip(-2), x.rot90(1, dims=(-2, -1))]
+
+
 def malignant_probability(logits: torch.Tensor, task: str) -> torch.Tensor:
     """p(malignant): sigmoid of the single logit, or p(akiec) + p(bcc) + p(mel) for 7 classes."""
     if task == "binary":

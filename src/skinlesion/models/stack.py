@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .classifier import tta_views
 from .trees import TreeEnsemble
 
 EPS = 1e-6
@@ -23,11 +24,6 @@ def stack_features(p: torch.Tensor, meta: torch.Tensor | None, p_tta: torch.Tens
     if meta is not None:
         cols.append(meta.to(torch.float64))
     return torch.cat(cols, 1)
-
-
-def views(x: torch.Tensor) -> list[torch.Tensor]:
-    """The TTA views (as inference.predictor.TTA_VIEWS): identity, horizontal flip, vertical flip, rot90."""
-    return [x, x.flip(-1), x.flip(-2), x.rot90(1, dims=(-2, -1))]
 
 
 class StackedClassifier(nn.Module):
@@ -49,6 +45,6 @@ class StackedClassifier(nn.Module):
             meta = self.missing_meta.expand(x.shape[0], -1)
         call = lambda v: torch.sigmoid(self.base(v, meta if self.base_uses_meta else None)[:, -1].float())
         p = call(x)
-        p_tta = torch.stack([p] + [call(v) for v in views(x)[1:]]).mean(0) if self.tta else None
+        p_tta = torch.stack([p] + [call(v) for v in tta_views(x)[1:]]).mean(0) if self.tta else None
         raw = self.trees(stack_features(p, meta if self.meta_dim else None, p_tta))
         return raw.to(x.dtype).unsqueeze(1)
