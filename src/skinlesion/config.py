@@ -247,14 +247,17 @@ def _chosen_recipe(path, overrides, base) -> str:
     return DEFAULT_RECIPE
 
 
+def plain(v: Any) -> Any:
+    """``v`` with tuples as lists, at any depth: what YAML and JSON write and read back."""
+    if isinstance(v, (tuple, list)):
+        return [plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    return v
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Plain nested dict (tuples as lists) suitable for YAML/JSON."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
     return plain(dataclasses.asdict(cfg))
 
 

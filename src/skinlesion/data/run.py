@@ -72,6 +72,16 @@ def open_run(run_dir: str | Path, fold: int | None = None) -> RunContext:
     return RunContext(run_dir, split, fold, split_fingerprint(split, fold), summary)
 
 
+def share_split(src: Path, dst: Path) -> None:
+    """Give run folder ``dst`` (a cv fold, a search trial) the split of ``src``: split.csv and split.json,
+    copied where ``dst`` does not have them yet."""
+    import shutil
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("split.csv", "split.json"):
+        if not (dst / name).is_file():
+            shutil.copy(src / name, dst / name)
+
+
 def binding(ctx: RunContext) -> dict:
     """What an artifact records about the split it came from."""
     return {"split_fingerprint": ctx.fingerprint, "fold": ctx.fold}

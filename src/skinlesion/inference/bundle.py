@@ -206,7 +206,7 @@ def _check_fields(config: dict, cfg_path: Path) -> None:
                           "Remedy: copy the bundle again or re-train.")
     stack = config.get("stack")
     if stack is not None:
-        tr = stack.get("trees") if isinstance(stack, dict) else None
+        tr = stack.get("trees")  # a dict: _TYPED_FIELDS checked it above
         limits = {"n_trees": 10_000, "width": 100_000, "depth": 64}
         ok = isinstance(tr, dict) and all(isinstance(tr.get(k), int) and not isinstance(tr.get(k), bool)
                                           and 1 <= tr[k] <= hi for k, hi in limits.items())

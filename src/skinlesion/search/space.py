@@ -71,7 +71,7 @@ class Param:
 
     def contains(self, value: Any) -> bool:
         if self.kind in ("float", "int"):
-            return isinstance(value, (int, float)) and value is not None and self.low <= value <= self.high
+            return isinstance(value, (int, float)) and self.low <= value <= self.high
         if self.kind == "categorical":
             return value in self.choices
         return value == self.value
@@ -97,8 +97,7 @@ def _check_value(source: str, key: str, value: Any) -> None:
                               "choices: [classic, modern]")
         return
     if key == "metadata":
-        from ..data.tabular import parse_fields
-        parse_fields(metadata_fields(value))
+        metadata_fields(value)  # unknown or label-leaking fields are refused by the parser
         return
     md = searchable()[key].metadata
     check = md["check"]
@@ -109,9 +108,10 @@ def _check_value(source: str, key: str, value: Any) -> None:
 
 def metadata_fields(value: Any) -> tuple[str, ...]:
     """A metadata choice ("none", "" or None: image only; "age,sex"): the TrainConfig.metadata tuple."""
+    from ..data.tabular import parse_fields
     if value is None or str(value).strip().lower() in ("", NO_METADATA):
         return ()
-    return tuple(v.strip() for v in str(value).split(",") if v.strip())
+    return parse_fields(str(value))
 
 
 def parse_param(key: str, spec: Any, source: str) -> Param:

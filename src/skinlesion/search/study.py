@@ -17,12 +17,11 @@ import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from .. import atomic
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, plain
 from ..errors import DataError
 from .space import Space, as_overrides
 
@@ -103,32 +102,25 @@ def open_storage(url: str):
 
 
 def _settings(opts: SearchOptions, overrides: dict) -> dict:
-    return {"folds": opts.folds, "metric": opts.metric, "overrides": _plain(overrides)}
+    return {"folds": opts.folds, "metric": opts.metric, "overrides": plain(overrides)}
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, (tuple, list)):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in sorted(v.items())}
-    return v
-
-
-def _init(opts: SearchOptions, config: str | None, overrides: dict, echo) -> Space:
+def _init(opts: SearchOptions, config: str | None, overrides: dict, echo, storage=None):
     """Under the study folder's lock: the split (made once), the space and the settings (saved on the first
-    start; a later start or a second worker must agree with them)."""
+    start; a later start or a second worker must agree with them), and the default storage (opened, its tables
+    created, by one process at a time). Returns (space, storage)."""
     d = opts.study_dir
     created = not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     try:
-        return _init_locked(opts, config, overrides, echo)
+        return _init_locked(opts, config, overrides, echo, storage)
     except BaseException:
         if created and [p.name for p in d.iterdir()] == [".search.lock"]:  # nothing of a study was made: no trace
             shutil.rmtree(d, ignore_errors=True)
         raise
 
 
-def _init_locked(opts: SearchOptions, config: str | None, overrides: dict, echo) -> Space:
+def _init_locked(opts: SearchOptions, config: str | None, overrides: dict, echo, storage):
     from filelock import FileLock
     d = opts.study_dir
     with FileLock(str(d / ".search.lock")):
@@ -159,64 +151,62 @@ def _init_locked(opts: SearchOptions, config: str | None, overrides: dict, echo)
             echo(prepare(cfg, d, progress=opts.progress).report())
         atomic.write_text(saved_space, space.to_yaml())
         atomic.write_json(saved_settings, settings)
-    return space
+        return space, storage or open_storage(opts.storage_url)
 
 
-def _trial_cfg(config: str | None, overrides: dict, params: dict):
-    return load_config(config, {**overrides, **as_overrides(params)}).validate()
+def _record(trial, tdir: Path, state: str, params: dict, **extra) -> None:
+    """The trial's trial.json: its number, state, sampled parameters and (when there are) its scores."""
+    atomic.write_json(tdir / "trial.json", {"number": trial.number, "state": state, "params": params, **extra})
 
 
 def _objective(opts: SearchOptions, space: Space, config: str | None, overrides: dict, echo):
     import optuna
+    from ..data.run import share_split
     from ..runlock import run_lock
     from ..training.fit import train
 
     def objective(trial) -> float:
         params = space.suggest(trial)
-        cfg = _trial_cfg(config, overrides, params)
+        trial_overrides = {**overrides, **as_overrides(params)}
+        cfg = load_config(config, trial_overrides).validate()
         tdir = opts.study_dir / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(tdir.relative_to(opts.study_dir)))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("overrides", _plain({**overrides, **as_overrides(params)}))
+        trial.set_user_attr("overrides", plain(trial_overrides))
         say = lambda text: echo(f"[trial {trial.number}] {text}")
         say("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
         scores = []
         for fold in (range(opts.folds) if opts.folds else [None]):
             rdir = tdir if fold is None else tdir / f"fold{fold}"
-            rdir.mkdir(parents=True, exist_ok=True)
-            for f in ("split.csv", "split.json"):
-                shutil.copy(opts.study_dir / f, rdir / f)
+            share_split(opts.study_dir, rdir)
             fcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fold=fold))
             prune = pruning_callback(trial, f"val/{opts.metric}") if fold is None and opts.pruner != "none" else None
             try:
                 with run_lock(rdir, "search"):
                     result = train(fcfg, rdir, progress=False, echo=say, callbacks=prune)
             except optuna.TrialPruned:
-                atomic.write_json(tdir / "trial.json", {"number": trial.number, "state": "PRUNED", "params": params})
+                _record(trial, tdir, "PRUNED", params)
                 say("pruned")
                 raise
             scores.append(float(result.val_metrics[opts.metric]))
             if fold is not None:
                 trial.report(float(sum(scores) / len(scores)), fold)
                 if opts.pruner != "none" and fold + 1 < opts.folds and trial.should_prune():
-                    atomic.write_json(tdir / "trial.json", {"number": trial.number, "state": "PRUNED",
-                                                            "params": params, "fold_scores": scores})
+                    _record(trial, tdir, "PRUNED", params, fold_scores=scores)
                     say(f"pruned after fold {fold}")
                     raise optuna.TrialPruned(f"pruned after fold {fold}")
         value = float(sum(scores) / len(scores))
         if not math.isfinite(value):
             raise DataError(f"trial {trial.number}: validation {opts.metric} is not finite (one class only in a "
                             "validation fold?). Remedy: a larger validation share, or fewer --folds.")
-        atomic.write_json(tdir / "trial.json", {"number": trial.number, "state": "COMPLETE", "params": params,
-                                                "value": value, "fold_scores": scores, "metric": opts.metric})
+        _record(trial, tdir, "COMPLETE", params, value=value, fold_scores=scores, metric=opts.metric)
         say(f"validation {opts.metric} {value:.4f}")
         return value
     return objective
 
 
-def make_study(opts: SearchOptions, n_trials_hint: int):
+def make_study(opts: SearchOptions, n_trials_hint: int, storage):
     import optuna
-    storage = open_storage(opts.storage_url)
     sampler = optuna.samplers.TPESampler(n_startup_trials=max(3, min(10, n_trials_hint // 3)), constant_liar=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if opts.pruner == "median" \
         else optuna.pruners.NopPruner()
@@ -249,10 +239,11 @@ def run_search(opts: SearchOptions, config: str | None, overrides: dict, echo=pr
     if opts.folds is not None and not 2 <= opts.folds <= 20:
         raise ConfigError(f"--folds must be 2-20, got {opts.folds}. Remedy: --folds 5")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if opts.storage:
-        open_storage(opts.storage)  # a URL that cannot be opened is refused before anything is written
-    space = _init(opts, config, overrides, echo)
-    study = make_study(opts, opts.trials)
+    # a --storage URL that cannot be opened is refused before anything is written; the default SQLite file is
+    # created in the study folder under its lock (two workers starting at once must not both create its tables)
+    storage = open_storage(opts.storage) if opts.storage else None
+    space, storage = _init(opts, config, overrides, echo, storage)
+    study = make_study(opts, opts.trials, storage)
     if pruner is not None:
         study.pruner = pruner
     if not study.trials:

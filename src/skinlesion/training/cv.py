@@ -15,7 +15,7 @@ import torch
 from .. import atomic
 from ..config import ConfigError, RunConfig, load_config, save_config
 from ..errors import DataError
-from ..data.run import binding, open_run
+from ..data.run import binding, open_run, share_split
 from ..evaluation.metrics import epoch_metrics, threshold_metrics
 from ..evaluation.thresholds import operating_points, threshold_for_sensitivity
 from ..inference.bundle import load_bundle, save_bundle
@@ -108,10 +108,7 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, opts: CVOptions = CVOptions(), e
             if (mdir / "bundle" / "config.json").is_file() and (mdir / "val_predictions.csv").is_file():
                 echo(f"fold {k + 1}/{folds}" + (f", seed {s + 1}/{seeds}" if seeds > 1 else "") + ": done, skipping")
                 continue
-            mdir.mkdir(parents=True, exist_ok=True)
-            for f in ("split.csv", "split.json"):
-                if not (mdir / f).is_file():
-                    shutil.copy(run_dir / f, mdir / f)
+            share_split(run_dir, mdir)
             echo(f"fold {k + 1}/{folds}" + (f", seed {s + 1}/{seeds}" if seeds > 1 else "") + f" -> {mdir}")
             mcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fold=k, seed=cfg.train.seed + s))
             if train(mcfg, mdir, resume=has_checkpoints(mdir), progress=progress, echo=echo) is None:
