@@ -37,6 +37,7 @@ def main() -> int:
         return 2
 
     from skinlesion.config import load_config
+    from skinlesion.data.run import Run
     from skinlesion.data.cache import build_cache, default_num_workers
     from skinlesion.data.transforms import Preprocessing
     from skinlesion.evaluation.evaluate import evaluate_run
@@ -67,7 +68,7 @@ def main() -> int:
     decode_wall, decode_cpu = time.perf_counter() - t0, cpu_seconds() - c0
 
     t0 = time.perf_counter()
-    result = cv.run_cv(cfg, out, cv.CVOptions(folds=args.folds, resume=(out / "folds").exists(), progress=False))
+    result = cv.run_cv(cfg, Run.quiet(out), cv.CVOptions(folds=args.folds, resume=(out / "folds").exists()))
     cv_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     ev = evaluate_run(out, opts=EvalOptions(n_boot=args.bootstrap, progress=False)).metrics

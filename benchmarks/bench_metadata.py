@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from _common import REPO, SHARED, machine, table
+from skinlesion.data.run import Run
 
 
 def main() -> int:
@@ -45,12 +46,12 @@ def main() -> int:
         if run.exists():
             shutil.rmtree(run)
         if not (out / "_split" / "split.csv").is_file():
-            prepare(cfg, out / "_split", progress=False)
+            prepare(cfg, Run.quiet(out / "_split"))
         run.mkdir(parents=True)
         for f in ("split.csv", "split.json"):
             shutil.copy(out / "_split" / f, run / f)
         t0 = time.perf_counter()
-        train(cfg, run, progress=False, echo=lambda *a: None)
+        train(cfg, Run.quiet(run))
         m = evaluate_run(run, opts=EvalOptions(n_boot=args.bootstrap, progress=False)).metrics
         preds[name] = pd.read_csv(run / "test_predictions.csv", dtype={"image_id": str, "lesion_id": str})
         results[name] = {"minutes": (time.perf_counter() - t0) / 60,

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from _common import SHARED, machine, table, write_json
+from skinlesion.data.run import Run
 
 
 def bare_rates(arch: str, image_size: int, batch: int, device: torch.device, min_time: float) -> dict:
@@ -88,7 +89,7 @@ def project_rates(data: Path, arch: str, image_size: int, epochs: int, limit: in
                                  "train.limit_train_batches": limit, "train.cache_dir": str(work / "cache"),
                                  "train.batch_size": batch})
     start = time.perf_counter()
-    train(cfg, work / "run", progress=False, echo=lambda *a: None)
+    train(cfg, Run.quiet(work / "run"))
     wall = time.perf_counter() - start
     h = read_history(work / "run" / "metrics.csv")
     steady = h.iloc[1:] if len(h) > 1 else h

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from _common import REPO, SHARED, machine, table
+from skinlesion.data.run import Run
 
 RESULTS = REPO / "benchmarks" / "results" / "recipes"
 SHIFTS = ("colour_cast", "low_contrast", "half_resolution", "blur", "jpeg_q30")
@@ -121,7 +122,7 @@ def run_variant(recipe: str, args) -> dict:
         overrides["train.limit_train_batches"] = args.limit_train_batches
     cfg = load_config(overrides=overrides).validate()
     if not (base / "split.csv").is_file():
-        prepare(cfg, base, progress=False)
+        prepare(cfg, Run.quiet(base))
     run = out / name
     if run.exists():
         shutil.rmtree(run)
@@ -129,7 +130,7 @@ def run_variant(recipe: str, args) -> dict:
     for f in ("split.csv", "split.json"):
         shutil.copy(base / f, run / f)
     t0, c0 = time.perf_counter(), cpu_seconds()
-    result = train(cfg, run, progress=False, echo=lambda *a: None)
+    result = train(cfg, Run.quiet(run))
     train_wall, train_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     tune = tune_threshold(run, 0.90)
     test = evaluate_run(run, opts=EvalOptions(n_boot=args.bootstrap, progress=False)).metrics

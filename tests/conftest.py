@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from skinlesion.config import RunConfig  # noqa: E402
+from skinlesion.data.run import Run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKINLESION_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -86,6 +87,6 @@ def base(demo_data, tmp_path_factory):
     from skinlesion.evaluation.tune import tune_threshold
     from skinlesion.training.fit import train
     tmp = tmp_path_factory.mktemp("integrity")
-    train(tiny_cfg(demo_data, tmp, epochs=2, limit_train_batches=2), tmp / "run", progress=False)
+    train(tiny_cfg(demo_data, tmp, epochs=2, limit_train_batches=2), Run.quiet(tmp / "run"))
     tune_threshold(tmp / "run", 0.9)
     return tmp / "run"

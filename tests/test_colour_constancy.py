@@ -15,6 +15,7 @@ from skinlesion.data.transforms import Preprocessing, shades_of_gray
 from skinlesion.inference.predictor import Predictor
 from skinlesion.training.fit import train
 from test_training import tiny_cfg
+from skinlesion.data.run import Run
 
 
 def _minkowski(x: torch.Tensor, p: int = 6) -> torch.Tensor:
@@ -50,8 +51,7 @@ def test_preprocessing_applies_it_to_the_square_and_caches_separately(tmp_path):
 @pytest.fixture(scope="module")
 def cc_bundle(demo_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cc")
-    train(tiny_cfg(demo_data, tmp, epochs=1, phases=1, lr=1e-2, image_size=40, colour_constancy=True), tmp / "run",
-          progress=False)
+    train(tiny_cfg(demo_data, tmp, epochs=1, phases=1, lr=1e-2, image_size=40, colour_constancy=True), Run.quiet(tmp / "run"))
     return tmp / "run" / "bundle"
 
 

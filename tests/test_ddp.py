@@ -10,6 +10,7 @@ import pytest
 
 from skinlesion.config import RunConfig
 from skinlesion.data.prepare import prepare
+from skinlesion.data.run import Run
 
 
 def _odd_val_split(demo_data, run):
@@ -19,7 +20,7 @@ def _odd_val_split(demo_data, run):
         cfg = RunConfig()
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(demo_data)),
                                   split=dataclasses.replace(cfg.split, ratios=ratios))
-        split = prepare(cfg, run, progress=False).split
+        split = prepare(cfg, Run.quiet(run)).split
         if (split["split"] == "val").sum() % 2 == 1:
             return split
     raise AssertionError("no ratio gave an odd validation set")

@@ -13,6 +13,7 @@ from skinlesion.data.batch_augment import POLICIES, BatchAugment, CenterBatch, P
 from skinlesion.data.cache import AugmentedBatches, DeviceBatches, EpochSampler
 from skinlesion.data.transforms import Preprocessing
 from skinlesion.training.fit import train
+from skinlesion.data.run import Run
 
 
 def cache_file(tmp_path, n=40, size=24, seed=0):
@@ -120,12 +121,12 @@ def test_simulated_jpeg_matches_a_real_encoder(quality):
 
 def test_device_cache_trains_and_the_bundle_records_the_augmentation(demo_data, tmp_path):
     cfg = tiny_cfg(demo_data, tmp_path, epochs=2, gpu_augment=True, device_cache=True, augment="derm")
-    result = train(cfg, tmp_path / "run", progress=False)
+    result = train(cfg, Run.quiet(tmp_path / "run"))
     assert 0 <= result.val_metrics["roc_auc"] <= 1
     aug = json.loads((tmp_path / "run/bundle/config.json").read_text())["augmentation"]
     assert aug["policy"] == "derm" and aug["where"] == "device, images held in device memory"
     cpu = tiny_cfg(demo_data, tmp_path, epochs=1, augment="derm")
-    train(cpu, tmp_path / "cpu", progress=False)
+    train(cpu, Run.quiet(tmp_path / "cpu"))
     aug = json.loads((tmp_path / "cpu/bundle/config.json").read_text())["augmentation"]
     assert aug["policy"] == "derm" and aug["where"].startswith("DataLoader workers")
     assert aug["jpeg_p"] == POLICIES["derm"].jpeg_p
@@ -164,7 +165,7 @@ def test_default_batch_per_device_scales_the_lr_by_the_recorded_sqrt_rule(demo_d
     explicit = dataclasses.replace(t, batch_size=64)
     assert device_batch(explicit, cuda=True) == explicit  # a batch the user chose keeps the lr as given
     cfg = tiny_cfg(demo_data, tmp_path, epochs=1, batch_size=None)
-    train(cfg, tmp_path / "run", progress=False)
+    train(cfg, Run.quiet(tmp_path / "run"))
     saved = yaml.safe_load((tmp_path / "run/config.yaml").read_text())["train"]
     assert saved["batch_size"] == CPU_BATCH and saved["lr"] == cfg.train.lr  # resolved and recorded
     recipe = json.loads((tmp_path / "run/bundle/config.json").read_text())["recipe"]

@@ -17,13 +17,14 @@ from skinlesion.evaluation.tune import tune_threshold
 from skinlesion.inference.bundle import BundleError
 from skinlesion.training.fit import train
 from test_training import tiny_cfg
+from skinlesion.data.run import Run
 
 
 @pytest.fixture(scope="module")
 def trained_run(demo_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evalrun")
     cfg = tiny_cfg(demo_data, tmp, epochs=2, limit_train_batches=None)
-    train(cfg, tmp / "run", progress=False)
+    train(cfg, Run.quiet(tmp / "run"))
     return tmp / "run"
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from hub_standin import HubStandIn
 from conftest import tiny_cfg
+from skinlesion.data.run import Run
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def lite_run(demo_data, tmp_path_factory):
     from skinlesion.training.fit import train
     tmp = tmp_path_factory.mktemp("lite")
     train(tiny_cfg(demo_data, tmp, arch="efficientnet_lite0", pretrained=False, image_size=64, epochs=1,
-                   phase1_epochs=1, limit_train_batches=1), tmp / "run", progress=False)
+                   phase1_epochs=1, limit_train_batches=1), Run.quiet(tmp / "run"))
     return tmp / "run"
 
 

@@ -14,12 +14,13 @@ from skinlesion.inference.gradcam import gradcam
 from skinlesion.inference.predictor import Predictor, forward_probs, tta_views
 from skinlesion.training.fit import train
 from test_training import tiny_cfg
+from skinlesion.data.run import Run
 
 
 @pytest.fixture(scope="module")
 def bundle(demo_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("infer")
-    train(tiny_cfg(demo_data, tmp, epochs=2, image_size=48), tmp / "run", progress=False)
+    train(tiny_cfg(demo_data, tmp, epochs=2, image_size=48), Run.quiet(tmp / "run"))
     return tmp / "run" / "bundle"
 
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from skinlesion.cli import main
+from skinlesion.data.run import Run
 from skinlesion.evaluation.evaluate import evaluate_run
 from skinlesion.evaluation.site_data import EvalOptions
 from skinlesion.evaluation.tune import tune_threshold
@@ -58,6 +59,7 @@ def test_predict_keeps_going_past_strips_and_corrupt_files(base, zoo, tmp_path, 
 
 BOMB_SCRIPT = r"""
 import resource, sys
+from skinlesion.data.run import Run
 from skinlesion.inference.predictor import Predictor
 p = Predictor.from_bundle(sys.argv[1])
 p.predict_paths([sys.argv[2]], progress=False)  # warm up: model, allocator, thread pools
@@ -150,7 +152,7 @@ def test_api_statuses_for_hostile_uploads(base, zoo):
 def test_fold_runs_tune_calibrate_and_evaluate_on_their_own_fold(demo_data, tmp_path):
     run = tmp_path / "run"
     assert main(["prepare", "--data", str(demo_data), "--out", str(run), "--folds", "3", "--quiet"]) == 0
-    train(tiny_cfg(demo_data, tmp_path, epochs=1, fold=2), run, progress=False)
+    train(tiny_cfg(demo_data, tmp_path, epochs=1, fold=2), Run.quiet(run))
     split = pd.read_csv(run / "split.csv", dtype=str)
     fold2 = set(split.loc[split["fold"] == "2", "image_id"])
     tune_threshold(run, 0.9)

@@ -25,6 +25,7 @@ from skinlesion.data.dataset import load_dataset
 from skinlesion.tables import read_csv_exact
 from skinlesion.training.fit import train
 from test_training import state, tiny_cfg
+from skinlesion.data.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,7 +217,7 @@ def test_resume_with_nothing_to_resume_is_an_error(demo_data, tmp_path, capsys):
 
 def test_resume_with_mixup_is_bit_identical(demo_data, tmp_path, monkeypatch):
     cfg = tiny_cfg(demo_data, tmp_path, epochs=3, phases=1, mixup=0.4, cutmix=0.0, mix_prob=1.0)
-    train(cfg, tmp_path / "full", progress=False)
+    train(cfg, Run.quiet(tmp_path / "full"))
     original = HistoryRecorder.on_train_epoch_end
 
     def crash_after_epoch_2(self, trainer, pl_module):
@@ -225,9 +226,9 @@ def test_resume_with_mixup_is_bit_identical(demo_data, tmp_path, monkeypatch):
             raise RuntimeError("simulated kill")
     monkeypatch.setattr(HistoryRecorder, "on_train_epoch_end", crash_after_epoch_2)
     with pytest.raises(RuntimeError, match="simulated kill"):
-        train(cfg, tmp_path / "cut", progress=False)
+        train(cfg, Run.quiet(tmp_path / "cut"))
     monkeypatch.setattr(HistoryRecorder, "on_train_epoch_end", original)
-    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    train(cfg, Run.quiet(tmp_path / "cut"), resume=True)
     a, b = state(tmp_path / "full/checkpoints/phase1/last.ckpt"), state(tmp_path / "cut/checkpoints/phase1/last.ckpt")
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -238,7 +239,7 @@ def test_resume_with_mixup_is_bit_identical(demo_data, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def small_bundle(demo_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("handon")
-    train(tiny_cfg(demo_data, tmp, epochs=1, image_size=48), tmp / "run", progress=False)
+    train(tiny_cfg(demo_data, tmp, epochs=1, image_size=48), Run.quiet(tmp / "run"))
     return tmp / "run" / "bundle"
 
 

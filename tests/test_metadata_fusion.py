@@ -14,6 +14,7 @@ from skinlesion.inference.bundle import load_bundle
 from skinlesion.inference.predictor import Predictor
 from skinlesion.training.fit import train
 from test_training import tiny_cfg
+from skinlesion.data.run import Run
 
 
 def test_encoder_scales_age_one_hots_categories_and_marks_missing_values():
@@ -46,7 +47,7 @@ def test_label_leaking_fields_are_refused_with_the_reason(demo_data, tmp_path, c
 def meta_run(demo_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("meta")
     cfg = tiny_cfg(demo_data, tmp, epochs=2, image_size=32, limit_train_batches=None, metadata=("age", "sex", "localization"))
-    train(cfg, tmp / "run", progress=False)
+    train(cfg, Run.quiet(tmp / "run"))
     return tmp / "run"
 
 

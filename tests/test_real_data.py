@@ -3,6 +3,7 @@ from conftest import FULLRES, LOWRES, needs
 from skinlesion.data.dataset import load_dataset
 from skinlesion.data.split import make_split, summarize
 from skinlesion.labels import DX_CODES
+from skinlesion.data.run import Run
 
 
 @needs(LOWRES)
@@ -42,5 +43,5 @@ def test_short_training_on_a_lowres_subset_beats_chance(tmp_path):
         train=dataclasses.replace(cfg.train, **{**RECIPES["classic"], "recipe": "classic", "arch": "efficientnet_lite0",
                                                 "image_size": 96, "epochs": 2, "phase1_epochs": 2, "lr": 1e-3,
                                                 "num_workers": 0, "cache_dir": str(tmp_path / "cache")}))
-    result = train(cfg, tmp_path / "run", progress=False)
+    result = train(cfg, Run.quiet(tmp_path / "run"))
     assert result.val_metrics["roc_auc"] > 0.65, result.val_metrics

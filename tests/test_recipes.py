@@ -14,6 +14,7 @@ from skinlesion.models import build_model, get_spec
 from skinlesion.training import recipe
 from skinlesion.training.fit import train
 from test_training import tiny_cfg
+from skinlesion.data.run import Run
 
 
 def _t(**kw) -> TrainConfig:
@@ -89,7 +90,7 @@ def test_an_unknown_augmentation_policy_is_refused():
 def test_ema_weights_differ_from_the_raw_ones_and_are_the_ones_saved(demo_data, tmp_path):
     from safetensors.torch import load_file
     cfg = tiny_cfg(demo_data, tmp_path, phases=1, epochs=2, ema=True, ema_decay=0.9, schedule="cosine")
-    train(cfg, tmp_path / "run", progress=False)
+    train(cfg, Run.quiet(tmp_path / "run"))
     ckpt = torch.load(tmp_path / "run/checkpoints/phase1/best.ckpt", weights_only=True)["state_dict"]
     raw = {k[len("model."):]: v for k, v in ckpt.items() if k.startswith("model.")}
     ema = {k[len("ema.module."):]: v for k, v in ckpt.items() if k.startswith("ema.module.")}
@@ -104,7 +105,7 @@ def test_every_named_recipe_trains_and_is_recorded(name, demo_data, tmp_path):
     cfg = apply_overrides(tiny_cfg(demo_data, tmp_path), {"train.recipe": name,
                                                           **{f"train.{k}": v for k, v in RECIPES[name].items()}})
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2, limit_train_batches=2))
-    result = train(cfg, tmp_path / "run", progress=False)
+    result = train(cfg, Run.quiet(tmp_path / "run"))
     saved = yaml.safe_load((tmp_path / "run/config.yaml").read_text())["train"]
     bundle = json.loads((tmp_path / "run/bundle/config.json").read_text())
     assert saved["recipe"] == bundle["recipe"]["recipe"] == name

@@ -8,6 +8,7 @@ from skinlesion.data.batch_augment import BatchAugment, Policy
 from skinlesion.data.transforms import Preprocessing
 from skinlesion.training.fit import train
 from test_training import state, tiny_cfg
+from skinlesion.data.run import Run
 
 
 def squares(n=6, size=40, seed=0):
@@ -42,16 +43,16 @@ def test_batch_augment_identity_parameters_reproduce_a_center_crop():
 
 def test_gpu_augment_path_trains_on_cpu_too(demo_data, tmp_path):
     cfg = tiny_cfg(demo_data, tmp_path, epochs=2, gpu_augment=True)
-    result = train(cfg, tmp_path / "run", progress=False)
+    result = train(cfg, Run.quiet(tmp_path / "run"))
     assert 0 <= result.val_metrics["roc_auc"] <= 1 and len(pd.read_csv(tmp_path / "run/metrics.csv")) == 2
 
 
 def test_cached_features_train_the_head_only_and_keep_the_backbone(demo_data, tmp_path, capsys):
     cfg = tiny_cfg(demo_data, tmp_path, epochs=3, phase1_epochs=3, cache_features=2, limit_train_batches=None)
-    train(cfg, tmp_path / "run", progress=False)
+    train(cfg, Run.quiet(tmp_path / "run"))
     assert "caching backbone features: 2 augmented view(s)" in capsys.readouterr().out
     init = tiny_cfg(demo_data, tmp_path, epochs=1, phase1_epochs=1, limit_train_batches=1)
-    train(dataclasses.replace(init, train=dataclasses.replace(init.train, lr=0.0)), tmp_path / "ref", progress=False)
+    train(dataclasses.replace(init, train=dataclasses.replace(init.train, lr=0.0)), Run.quiet(tmp_path / "ref"))
     a, b = state(tmp_path / "run/checkpoints/phase1/last.ckpt"), state(tmp_path / "ref/checkpoints/phase1/last.ckpt")
     for k in a:
         if k.startswith("backbone."):

@@ -15,6 +15,7 @@ from skinlesion.training.history import HistoryRecorder
 from skinlesion.training.fit import train
 from skinlesion.training.module import class_weights
 from conftest import state, tiny_cfg  # noqa: F401 - re-exported: other test modules import them from here
+from skinlesion.data.run import Run
 
 
 def test_class_weights():
@@ -29,7 +30,7 @@ def test_class_weights():
 def test_two_phases_freeze_then_train_last_groups_and_write_a_complete_run(demo_data, tmp_path, capsys):
     run = tmp_path / "run"
     cfg = tiny_cfg(demo_data, tmp_path, arch="efficientnet_lite0", image_size=64, epochs=2, pretrained=True)
-    result = train(cfg, run, progress=False)
+    result = train(cfg, Run.quiet(run))
     out = capsys.readouterr().out
     split = load_split(run)
     ratio = (split.query("split == 'train'")["label"] == 0).sum() / split.query("split == 'train'")["label"].sum()
@@ -66,7 +67,7 @@ def test_two_phases_freeze_then_train_last_groups_and_write_a_complete_run(demo_
 
 def test_bundle_round_trip_gives_the_same_outputs(demo_data, tmp_path):
     run = tmp_path / "run"
-    train(tiny_cfg(demo_data, tmp_path, epochs=1), run, progress=False)
+    train(tiny_cfg(demo_data, tmp_path, epochs=1), Run.quiet(run))
     bundle = load_bundle(run / "bundle")
     x = torch.randn(3, 3, 32, 32)
     ckpt = run / json.loads((run / "checkpoints/best.json").read_text())["best_path"]  # relative to the run
@@ -88,7 +89,7 @@ def test_bundle_round_trip_gives_the_same_outputs(demo_data, tmp_path):
 
 def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_path, monkeypatch, capsys):
     cfg = tiny_cfg(demo_data, tmp_path, epochs=4, phase1_epochs=1)
-    train(cfg, tmp_path / "full", progress=False)
+    train(cfg, Run.quiet(tmp_path / "full"))
 
     original = HistoryRecorder.on_train_epoch_end
 
@@ -98,12 +99,12 @@ def test_resume_continues_an_interrupted_run_to_the_same_state(demo_data, tmp_pa
             raise RuntimeError("simulated crash")
     monkeypatch.setattr(HistoryRecorder, "on_train_epoch_end", crash_after_epoch_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(cfg, tmp_path / "cut", progress=False)
+        train(cfg, Run.quiet(tmp_path / "cut"))
     monkeypatch.setattr(HistoryRecorder, "on_train_epoch_end", original)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(cfg, tmp_path / "cut", progress=False)
+        train(cfg, Run.quiet(tmp_path / "cut"))
     capsys.readouterr()
-    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    train(cfg, Run.quiet(tmp_path / "cut"), resume=True)
     out = capsys.readouterr().out
     assert "phase 1: already complete" in out and "resuming from" in out and "phase2/last.ckpt" in out
 
@@ -122,7 +123,7 @@ def test_seven_class_single_phase_balanced_sampler_and_a_fold(demo_data, tmp_pat
     from skinlesion.evaluation.site_data import EvalOptions
     assert main(["prepare", "--data", str(demo_data), "--out", str(tmp_path / "run"), "--folds", "3", "--quiet"]) == 0
     cfg = tiny_cfg(demo_data, tmp_path, task="7class", phases=1, epochs=1, balanced_sampler=True, fold=1)
-    result = train(cfg, tmp_path / "run", progress=False)
+    result = train(cfg, Run.quiet(tmp_path / "run"))
     out = capsys.readouterr().out
     assert "balanced sampler (no loss weight)" in out and "training the last 4 of 4" in out
     preds = pd.read_csv(tmp_path / "run/val_predictions.csv")

@@ -158,3 +158,10 @@ def written_run(args) -> tuple[str | None, bool]:
     if lock is None:
         return None, False
     return getattr(args, lock), lock == "out"
+
+
+def run_of(args, attr: str = "out"):
+    """The Run a verb works on: the folder in ``args.<attr>``, the console (``--quiet``) and ``--num-workers``."""
+    from .console import Console
+    from .data.run import Run
+    return Run(getattr(args, attr), Console(progress=not args.quiet), getattr(args, "num_workers", None))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 _state = {"quiet": False}
 
@@ -61,3 +63,11 @@ def bar(iterable=None, total=None, desc: str = "", unit: str = "it", disable: bo
     if sys.stderr.isatty():
         return tqdm(iterable, total=total, desc=desc, unit=unit, **kw)
     return _Lines(iterable, total=total, desc=desc, unit=unit)
+
+
+@dataclass(frozen=True)
+class Console:
+    """Where a stage reports: ``progress`` bars (and Lightning's INFO lines) on or off, ``echo`` for step lines."""
+
+    progress: bool = True
+    echo: Callable[[str], object] = print

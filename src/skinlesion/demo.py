@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 from .config import RunConfig
+from .console import Console
+from .data.run import Run
 from .data.prepare import prepare
 from .data.synthetic import make_demo_data
 
@@ -37,14 +39,14 @@ def run_demo(cfg: RunConfig, out: str | Path | None = None, progress: bool = Tru
     make_demo_data(data_dir, cfg.demo.n, cfg.demo.seed, cfg.demo.image_size, progress=progress)
     cfg = demo_config(cfg, data_dir)
     echo(f"[2/6] prepare: lesion-level split -> {run_dir}")
-    echo(prepare(cfg, run_dir, progress=progress).report())
+    run = Run(run_dir, Console(progress, echo))
+    echo(prepare(cfg, run).report())
     echo(f"[3/6] train: {cfg.train.arch}, {cfg.train.epochs} epochs at {cfg.train.image_size}px (ImageNet weights, "
          "offline); [4/6] tune-threshold; [5/6] evaluate on the held-out test split")
-    chain = train_tune_evaluate(cfg, run_dir, 0.90, EvalOptions(n_boot=cfg.demo.bootstrap, progress=progress),
-                                echo=echo)
+    chain = train_tune_evaluate(cfg, run, 0.90, EvalOptions(n_boot=cfg.demo.bootstrap, progress=progress))
     result, evaluation = chain.train, chain.evaluation
     echo("[6/6] predict: a few test images with the bundle")
-    test_ids = pd.read_csv(run_dir / "test_predictions.csv")["image_id"].head(4)
+    test_ids = pd.read_csv(run.predictions("test"))["image_id"].head(4)
     paths = [str(data_dir / "images" / f"{i}.jpg") for i in test_ids]
     preds = Predictor.from_bundle(result.bundle).predict(paths)
     preds.insert(0, "image", [Path(p).name for p in paths])

@@ -56,13 +56,3 @@ def walk_files(root: str | Path, hidden: bool = False):
         for name in sorted(filenames):
             if hidden or not name.startswith("."):
                 yield dirpath, name
-
-
-def check_not_a_run(out: str | Path, verb: str) -> None:
-    """A report folder (``evaluate --model --out``) must not be a training run: its metrics.json, report and
-    predictions would replace the run's own."""
-    out = Path(out)
-    if (out / "split.csv").is_file() or (out / "checkpoints").is_dir():
-        raise OutputPathError(f"--out {out} is a training run (it has split.csv or checkpoints/); {verb} would replace "
-                              f"its metrics.json and report with another model's. Remedy: choose a new folder, e.g. "
-                              f"--out {out / 'external'}")

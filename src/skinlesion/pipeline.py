@@ -4,7 +4,6 @@ tunes on their out-of-fold predictions itself, then `evaluate` takes the cv run 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass
@@ -21,23 +20,25 @@ def format_train_result(result) -> str:
             f"{result.train_images_per_s:.1f} train img/s)\nbundle: {result.bundle}")
 
 
-def train_tune_evaluate(cfg, run_dir: str | Path, target_sensitivity: float = 0.90, eval_opts=None,
-                        resume: bool = False, echo=print) -> ChainResult | None:
-    """Train, tune the threshold at ``target_sensitivity`` on validation, evaluate on test. None on a DDP
-    rank other than 0 (rank 0 tunes and evaluates)."""
+def train_tune_evaluate(cfg, run, target_sensitivity: float = 0.90, eval_opts=None,
+                        resume: bool = False) -> ChainResult | None:
+    """Train, tune the threshold at ``target_sensitivity`` on validation, evaluate on test, in ``run`` (a
+    data.run.Run: its console gets each step's line). None on a DDP rank other than 0 (rank 0 tunes and
+    evaluates)."""
     from .evaluation.evaluate import evaluate_run, format_headline
     from .evaluation.site_data import EvalOptions
     from .evaluation.tune import format_result, tune_threshold
     from .training.fit import train
-    opts = eval_opts or EvalOptions()
-    result = train(cfg, run_dir, resume=resume, progress=opts.progress, echo=echo)
+    opts = eval_opts or EvalOptions(progress=run.console.progress)
+    echo = run.console.echo
+    result = train(cfg, run, resume=resume)
     if result is None:
         return None
     echo(format_train_result(result))
     echo(f"tune-threshold: highest threshold with validation sensitivity >= {target_sensitivity:.2f}")
-    tuned = tune_threshold(run_dir, target_sensitivity)
+    tuned = tune_threshold(run, target_sensitivity)
     echo(format_result(tuned))
-    evaluation = evaluate_run(run_dir, opts=opts)
+    evaluation = evaluate_run(run, opts=opts)
     echo("test headline: " + format_headline(evaluation.metrics))
     echo(f"report: {evaluation.report}")
     return ChainResult(result, tuned, evaluation)

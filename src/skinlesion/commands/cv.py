@@ -1,7 +1,7 @@
 """`skinlesion cv`: lesion-grouped K-fold cross-validation and an ensemble bundle."""
 from __future__ import annotations
 
-from ..cli_options import add_training_arguments
+from ..cli_options import add_training_arguments, run_of
 
 NAME = "cv"
 HELP = ("lesion-grouped K-fold cross-validation: every fold trained as a run under RUN_DIR/folds/, out-of-fold "
@@ -24,9 +24,8 @@ def add_arguments(p) -> None:
 
 def main(args, cfg) -> int:
     from ..training.cv import CVOptions, run_cv
-    opts = CVOptions(args.folds, args.seeds, args.target_sensitivity, args.resume, not args.quiet, args.stack,
-                     args.stack_tta)
-    result = run_cv(cfg, args.out, opts)
+    opts = CVOptions(args.folds, args.seeds, args.target_sensitivity, args.resume, args.stack, args.stack_tta)
+    result = run_cv(cfg, run_of(args), opts)
     if result is None:
         return 0
     s = result.summary

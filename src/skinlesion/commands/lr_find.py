@@ -1,9 +1,7 @@
 """`skinlesion lr-find`: Lightning's learning-rate finder on the run's training split."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..cli_options import add_training_arguments
+from ..cli_options import add_training_arguments, run_of
 
 NAME = "lr-find"
 HELP = "Lightning's learning-rate finder on the run's training split: a plot and a suggested --lr"
@@ -19,8 +17,9 @@ def add_arguments(p) -> None:
 
 def main(args, cfg) -> int:
     from ..training.lr_find import lr_find
-    result = lr_find(cfg, args.out, args.num_training, args.min_lr, args.max_lr, progress=not args.quiet)
+    run = run_of(args)
+    result = lr_find(cfg, run, args.num_training, (args.min_lr, args.max_lr))
     lr = result["suggested_lr"]
-    print(f"suggested learning rate: {lr:.2e}  (use it as --lr {lr:.2e}; plot: {Path(args.out) / 'plots' / 'lr_find.png'})"
+    print(f"suggested learning rate: {lr:.2e}  (use it as --lr {lr:.2e}; plot: {run.plots / 'lr_find.png'})"
           if lr else "no suggestion (the loss did not fall); see the plot")
     return 0

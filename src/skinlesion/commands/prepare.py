@@ -1,7 +1,7 @@
 """`skinlesion prepare`: validate a dataset and write a lesion-level split."""
 from __future__ import annotations
 
-from ..cli_options import _add_data_opts, _add_split_opts
+from ..cli_options import _add_data_opts, _add_split_opts, run_of
 
 NAME = "prepare"
 HELP = ("validate a dataset (HAM10000, ISIC, class folders or any CSV) and write a lesion-level split to "
@@ -17,5 +17,5 @@ def add_arguments(p) -> None:
 
 def main(args, cfg) -> int:
     from ..data.prepare import prepare
-    print(prepare(cfg, args.out, progress=not args.quiet).report())
+    print(prepare(cfg, run_of(args)).report())
     return 0

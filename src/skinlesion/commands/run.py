@@ -1,7 +1,7 @@
 """`skinlesion run`: prepare -> train -> tune-threshold -> evaluate in one go."""
 from __future__ import annotations
 
-from ..cli_options import add_training_arguments
+from ..cli_options import add_training_arguments, run_of
 
 NAME = "run"
 HELP = "prepare -> train -> tune-threshold -> evaluate on a real dataset in one go"
@@ -17,5 +17,5 @@ def add_arguments(p) -> None:
 def main(args, cfg) -> int:
     from ..evaluation.site_data import EvalOptions
     from ..pipeline import train_tune_evaluate
-    train_tune_evaluate(cfg, args.out, args.target_sensitivity, EvalOptions(progress=not args.quiet), args.resume)
+    train_tune_evaluate(cfg, run_of(args), args.target_sensitivity, EvalOptions(progress=not args.quiet), args.resume)
     return 0

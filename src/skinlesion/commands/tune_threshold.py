@@ -1,7 +1,7 @@
 """`skinlesion tune-threshold`: the decision threshold (and calibration) on validation probabilities."""
 from __future__ import annotations
 
-from pathlib import Path
+from ..cli_options import run_of
 
 NAME = "tune-threshold"
 HELP = "choose the decision threshold on validation probabilities (writes threshold.json, updates the bundle)"
@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 
 def main(args, cfg) -> int:
     from ..evaluation.tune import format_result, tune_threshold
-    print(format_result(tune_threshold(args.run_dir, args.target_sensitivity, args.tta, args.num_workers,
-                                       progress=not args.quiet)))
-    print(f"wrote {Path(args.run_dir) / 'threshold.json'}; bundle threshold updated")
+    run = run_of(args, "run_dir")
+    print(format_result(tune_threshold(run, args.target_sensitivity, args.tta)))
+    print(f"wrote {run.threshold_json}; bundle threshold updated")
     return 0

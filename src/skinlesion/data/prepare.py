@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..config import ConfigError, RunConfig, save_config
 from .dataset import LoadedDataset, load_dataset
-from .run import check_no_model
+from .run import Run, check_no_model
 from .split import check_both_classes, check_ratios, format_table, make_split, summarize, write_split
 
 
@@ -38,13 +38,14 @@ class PrepareResult:
         lines.append(f"split (seed {self.summary['seed']}, ratios {self.summary['ratios']}"
                      + (f", {folds} folds, fold 0 as val" if folds else "") + "):")
         lines.append(format_table(self.summary))
-        lines.append(f"wrote {self.run_dir / 'split.csv'} and {self.run_dir / 'split.json'}")
+        lines.append(f"wrote {Run(self.run_dir).split_csv} and {Run(self.run_dir).split_json}")
         return "\n".join(lines)
 
 
-def prepare(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> PrepareResult:
+def prepare(cfg: RunConfig, run: Run | str | Path) -> PrepareResult:
     """Validate ``cfg.data``, split by lesion, and write split.csv, split.json and config.yaml."""
-    run_dir = Path(run_dir)
+    run = Run.of(run)
+    run_dir, progress = run.path, run.console.progress
     if cfg.data.root is None:
         raise ConfigError("no data folder given: pass --data DIR (the folder with HAM10000_metadata.csv)")
     check_ratios(cfg.split.ratios)

@@ -13,10 +13,142 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..console import Console
 from ..errors import DataError
+from ..tables import read_csv_exact
 from .split import attach_paths, load_split, split_fingerprint, use_fold
 
-ARTIFACTS_OF_A_MODEL = ("checkpoints", "bundle", "val_predictions.csv")
+
+class Run:
+    """A run folder: the only code that knows its layout. Every artifact path is an attribute here, the
+    readers share one validation policy (:func:`read_json`: missing, damaged or not an object -> one
+    DataError naming the file), the split binding comes from :meth:`context`, and the run carries the
+    console (progress bars, step lines) and the data-loader workers its stages use.
+
+    Layout::
+
+        split.csv  split.json  config.yaml  cv.json  threshold.json  metrics.json  metrics.csv
+        val_predictions.csv  test_predictions.csv  oof_predictions.csv  report.html  model_card.md
+        stack.json  stack_oof_predictions.csv  lr_find.json
+        checkpoints/{binding.json, best.json, interrupted.json, phaseN/{last.ckpt, best.ckpt, phase.json}}
+        bundle/  bundle-image/  folds/NAME/ (a Run each)  plots/
+    """
+
+    def __init__(self, path: str | Path, console: Console = Console(), num_workers: int | None = None):
+        self.path = Path(path)
+        self.console = console
+        self.num_workers = num_workers
+
+    @classmethod
+    def of(cls, run: "Run | str | Path") -> "Run":
+        """A Run as given, or the Run of a folder (default console: progress on, echo to stdout)."""
+        return run if isinstance(run, Run) else cls(run)
+
+    @classmethod
+    def quiet(cls, path: str | Path) -> "Run":
+        """A Run whose stages draw no progress bars (step lines still go to stdout): tests, notebooks, logs."""
+        return cls(path, Console(progress=False))
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # -- layout ---------------------------------------------------------------------------------------
+    name = property(lambda self: self.path.name)
+    split_csv = property(lambda self: self.path / "split.csv")
+    split_json = property(lambda self: self.path / "split.json")
+    config_yaml = property(lambda self: self.path / "config.yaml")
+    cv_json = property(lambda self: self.path / "cv.json")
+    threshold_json = property(lambda self: self.path / "threshold.json")
+    history_csv = property(lambda self: self.path / "metrics.csv")  # Lightning's CSVLogger: one row per epoch
+    val_predictions = property(lambda self: self.path / "val_predictions.csv")
+    oof_predictions = property(lambda self: self.path / "oof_predictions.csv")
+    stack_oof_predictions = property(lambda self: self.path / "stack_oof_predictions.csv")
+    stack_json = property(lambda self: self.path / "stack.json")
+    interrupted_json = property(lambda self: self.path / "checkpoints" / "interrupted.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    binding_json = property(lambda self: self.path / "checkpoints" / "binding.json")
+    best_json = property(lambda self: self.path / "checkpoints" / "best.json")
+    bundle = property(lambda self: self.path / "bundle")
+    bundle_image = property(lambda self: self.path / "bundle-image")  # a stacked cv's fold ensemble
+    folds_dir = property(lambda self: self.path / "folds")
+    plots = property(lambda self: self.path / "plots")
+    lr_find_json = property(lambda self: self.path / "lr_find.json")
+
+    def phase_dir(self, phase: int) -> Path:
+        return self.checkpoints / f"phase{phase}"
+
+    def predictions(self, split: str) -> Path:
+        """Where ``evaluate`` writes the predictions of ``split`` (test: test_predictions.csv)."""
+        return self.path / f"{split}_predictions.csv"
+
+    def metrics_json(self, split: str = "test") -> Path:
+        """metrics.json for the test split (and external sets), metrics_<split>.json for another split."""
+        return self.path / ("metrics.json" if split in ("test", "external") else f"metrics_{split}.json")
+
+    def report_dir(self, split: str) -> Path:
+        """Where ``evaluate`` writes a split's report: the run folder for test, ``eval-<split>/`` otherwise (so the
+        validation artifacts tune-threshold reads are never overwritten)."""
+        return self.path if split == "test" else self.path / f"eval-{split}"
+
+    def fold(self, name: str) -> "Run":
+        """The run folder of one cv member (same console and workers)."""
+        return Run(self.folds_dir / name, self.console, self.num_workers)
+
+    # -- state ----------------------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        """A training run (it has a split or checkpoints), as opposed to a report folder."""
+        return self.split_csv.is_file() or self.checkpoints.is_dir()
+
+    def is_cv(self) -> bool:
+        return self.cv_json.is_file()
+
+    def has_bundle(self) -> bool:
+        return (self.bundle / "config.json").is_file()
+
+    def check_exists(self) -> "Run":
+        check_run_dir(self.path)
+        return self
+
+    def model_artifacts(self) -> list[str]:
+        """The artifacts that mean a model was trained on the current split."""
+        return [p.name for p in (self.checkpoints, self.bundle, self.val_predictions) if p.exists()]
+
+    # -- readers --------------------------------------------------------------------------------------
+    def read_json(self, path: Path, what: str) -> dict:
+        return read_json(path, what)
+
+    def split_summary(self) -> dict:
+        """split.json (what prepare recorded), or {} for a run without one."""
+        return read_json(self.split_json, "written by prepare") if self.split_json.is_file() else {}
+
+    def context(self, fold: int | None = None) -> "RunContext":
+        """The run's split (checked, ``fold`` applied) and its fingerprint."""
+        self.check_exists()
+        split = load_split(self.path)
+        if fold is not None:
+            split = use_fold(split, fold)
+        return RunContext(self.path, split, fold, split_fingerprint(split, fold), self.split_summary())
+
+    def read_val_predictions(self, ctx: "RunContext") -> pd.DataFrame:
+        """val_predictions.csv, refused unless it holds exactly the validation images of ``ctx``'s split and
+        fold; labels from the split."""
+        path = self.val_predictions
+        if not path.is_file():
+            raise DataError(f"{path} not found. Remedy: " + (
+                f"{self.path} is a cv run: use `skinlesion cv --out {self.path} --resume`" if self.is_cv()
+                else f"train first (`skinlesion train --out {self.path}`)") + ".")
+        val = read_csv_exact(path, "re-create it by training again.", ("image_id", "label", "probability"))
+        if set(val["image_id"]) != set(ctx.rows("val")["image_id"]) or not val["image_id"].is_unique:
+            raise DataError(f"{path} does not hold the validation images of the run's split"
+                            + (f" (fold {ctx.fold})" if ctx.fold is not None else "") + ". Remedy: train again in a "
+                            "new --out.")
+        p = pd.to_numeric(val["probability"], errors="coerce")
+        if not p.between(0, 1).all():
+            raise DataError(f"{path}: probabilities must be numbers in [0, 1]. Remedy: re-create it by training again.")
+        return val.assign(probability=p, label=val["image_id"].map(dict(zip(ctx.split["image_id"], ctx.split["label"]))))
 
 
 @dataclass(frozen=True)
@@ -62,24 +194,20 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def open_run(run_dir: str | Path, fold: int | None = None) -> RunContext:
+def open_run(run_dir: "Run | str | Path", fold: int | None = None) -> RunContext:
     """Load and check ``split.csv`` (see :func:`load_split`), apply ``fold``, fingerprint the result."""
-    run_dir = check_run_dir(run_dir)
-    split = load_split(run_dir)
-    if fold is not None:
-        split = use_fold(split, fold)
-    summary = read_json(run_dir / "split.json", "written by prepare") if (run_dir / "split.json").is_file() else {}
-    return RunContext(run_dir, split, fold, split_fingerprint(split, fold), summary)
+    return Run.of(run_dir).context(fold)
 
 
-def share_split(src: Path, dst: Path) -> None:
+def share_split(src: "Run | Path", dst: "Run | Path") -> None:
     """Give run folder ``dst`` (a cv fold, a search trial) the split of ``src``: split.csv and split.json,
     copied where ``dst`` does not have them yet."""
     import shutil
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("split.csv", "split.json"):
-        if not (dst / name).is_file():
-            shutil.copy(src / name, dst / name)
+    src, dst = Run.of(src), Run.of(dst)
+    dst.path.mkdir(parents=True, exist_ok=True)
+    for a, b in ((src.split_csv, dst.split_csv), (src.split_json, dst.split_json)):
+        if not b.is_file():
+            shutil.copy(a, b)
 
 
 def binding(ctx: RunContext) -> dict:
@@ -104,8 +232,17 @@ def check_binding(recorded: dict | None, ctx: RunContext, what: str) -> None:
 
 def check_no_model(run_dir: str | Path) -> None:
     """``prepare`` must not replace the split under a trained model (that would leak its training lesions)."""
-    run_dir = Path(run_dir)
-    found = [name for name in ARTIFACTS_OF_A_MODEL if (run_dir / name).exists()]
+    found = Run.of(run_dir).model_artifacts()
     if found:
         raise DataError(f"{run_dir} already has {', '.join(found)}: replacing its split would let the model be "
                         "scored on lesions it trained on. Remedy: prepare into a new --out folder.")
+
+
+def check_not_a_run(out: str | Path, verb: str) -> None:
+    """A report folder (``evaluate --model --out``) must not be a training run: its metrics.json, report and
+    predictions would replace the run's own."""
+    from ..paths import OutputPathError
+    if Run(out).is_run():
+        raise OutputPathError(f"--out {out} is a training run (it has split.csv or checkpoints/); {verb} would replace "
+                              f"its metrics.json and report with another model's. Remedy: choose a new folder, e.g. "
+                              f"--out {Path(out) / 'external'}")

@@ -2,33 +2,31 @@
 same held-out test images, and the other way of averaging (mean of logits) for comparison."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
+from ..data.run import Run
 from .bootstrap import paired_difference
 from .metrics import roc_auc
 from .summary import auc_estimates
 
 
-def cv_section(run_dir: Path, bundle, split: pd.DataFrame, ensemble_preds: pd.DataFrame, predict, n_boot: int,
-               seed: int) -> dict:
+def cv_section(run: Run, bundle, ensemble_preds: pd.DataFrame, predict, n_boot: int, seed: int) -> dict:
     """``predict(bundle) -> predictions on the test rows`` is supplied by evaluate (same cache, same TTA)."""
     from ..inference.bundle import load_bundle
     from ..models.ensemble import EnsembleClassifier
     members = bundle.config["ensemble"]["members"]
     rows, member_preds = [], {}
     for name in members:
-        member_preds[name] = predict(load_bundle(run_dir / "folds" / name / "bundle"))
+        member_preds[name] = predict(load_bundle(run.fold(name).bundle))
         rows.append({"member": name, **auc_estimates(member_preds[name], n_boot, seed)})
     ensemble = auc_estimates(ensemble_preds, n_boot, seed)
     singles = {k: [r[k]["value"] for r in rows] for k in ("roc_auc", "pr_auc")}
     best = max(rows, key=lambda r: r["roc_auc"]["value"])
     other = "mean_logit" if bundle.config["ensemble"].get("combine", "mean_probability") == "mean_probability" \
         else "mean_probability"
-    stacked = bool(bundle.config.get("stack")) and (run_dir / "bundle-image").is_dir()
-    image_bundle = load_bundle(run_dir / "bundle-image") if stacked else bundle  # cv --stack: without its trees
+    stacked = bool(bundle.config.get("stack")) and run.bundle_image.is_dir()
+    image_bundle = load_bundle(run.bundle_image) if stacked else bundle  # cv --stack: without its trees
     alt_model = EnsembleClassifier(list(image_bundle.model.members), bundle.task, other).eval()
     alt = predict(type(bundle)(alt_model, image_bundle.config, image_bundle.preprocessing))
     y, groups = ensemble_preds["label"], ensemble_preds["lesion_id"]

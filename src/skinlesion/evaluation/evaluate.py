@@ -15,16 +15,15 @@ from .. import atomic
 from ..data.cache import CachedImages, build_cache, default_num_workers
 from ..data.formats import TableSpec, recorded_table
 from ..errors import DataError
-from ..data.run import RunContext, binding, check_binding, check_run_dir, open_run, read_json
+from ..data.run import Run, RunContext, binding, check_binding, check_not_a_run, read_json
 from ..inference.bundle import Bundle, check_inference_mode, load_bundle, update_config
-from ..paths import check_not_a_run, check_outputs
+from ..paths import check_outputs
 from ..inference.predictor import forward_probs, prediction_frame
 from ..labels import label_for
 from . import plots
 from .calibration import Calibration, fit_for_bundle
 from .site_data import META_COLUMNS, EvalOptions, SiteData, read_site, site_predictions, threshold_drift
 from .summary import check_resamples, summarize
-from ..tables import read_csv_exact
 
 
 
@@ -64,13 +63,14 @@ def predict_split(bundle: Bundle, split: pd.DataFrame, which: str, opts: EvalOpt
     return predict_frame(bundle.model, ds, split.iloc[rows_idx], bundle.task, opts, meta)
 
 
-def run_context(run_dir: Path, bundle: Bundle, columns: tuple[str, ...] = ()) -> tuple[RunContext, pd.DataFrame]:
+def run_context(run: Run | Path, bundle: Bundle, columns: tuple[str, ...] = ()) -> tuple[RunContext, pd.DataFrame]:
     """The run's split with the bundle's own fold, checked against the split the bundle trained on, with
     paths below the data root the bundle was trained on, and — read once from the dataset's table when it is
     still there — the metadata fields the model fuses plus ``columns`` (e.g. for subgroup tables)."""
     trained = bundle.config.get("training_data") or {}
-    ctx = open_run(run_dir, trained.get("fold"))
-    check_binding(trained, ctx, f"the model in {run_dir / 'bundle'}")
+    run = Run.of(run)
+    ctx = run.context(trained.get("fold"))
+    check_binding(trained, ctx, f"the model in {run.bundle}")
     split = ctx.with_paths(trained.get("dataset_root"))
     wanted = list(dict.fromkeys([*(bundle.encoder.fields if bundle.encoder is not None else ()), *columns]))
     if wanted:
@@ -81,45 +81,29 @@ def run_context(run_dir: Path, bundle: Bundle, columns: tuple[str, ...] = ()) ->
     return ctx, split
 
 
-def bound_val_predictions(ctx: RunContext) -> pd.DataFrame:
-    """val_predictions.csv, refused unless it holds exactly the validation images of the run's fold."""
-    path = ctx.run_dir / "val_predictions.csv"
-    if not path.is_file():
-        raise DataError(f"{path} not found. Remedy: " + (
-            f"{ctx.run_dir} is a cv run: use `skinlesion cv --out {ctx.run_dir} --resume`" if
-            (ctx.run_dir / "cv.json").is_file() else f"train first (`skinlesion train --out {ctx.run_dir}`)") + ".")
-    val = read_csv_exact(path, "re-create it by training again.", ("image_id", "label", "probability"))
-    if set(val["image_id"]) != set(ctx.rows("val")["image_id"]) or not val["image_id"].is_unique:
-        raise DataError(f"{path} does not hold the validation images of the run's split"
-                        + (f" (fold {ctx.fold})" if ctx.fold is not None else "") + ". Remedy: train again in a new --out.")
-    p = pd.to_numeric(val["probability"], errors="coerce")
-    if not p.between(0, 1).all():
-        raise DataError(f"{path}: probabilities must be numbers in [0, 1]. Remedy: re-create it by training again.")
-    return val.assign(probability=p, label=val["image_id"].map(dict(zip(ctx.split["image_id"], ctx.split["label"]))))
-
-
-def evaluate_run(run_dir: str | Path, split_name: str = "test", calibrate: bool = False,
+def evaluate_run(run: Run | str | Path, split_name: str = "test", calibrate: bool = False,
                  opts: EvalOptions = EvalOptions()) -> EvalResult:
     """Evaluate a run's bundle on one split of its own data (the bundle's fold). Test outputs go into the
     run dir; other splits into ``run_dir/eval-<split>/`` so the training artifacts that tune-threshold
     reads (val_predictions.csv, validation plots) are never overwritten."""
     check_resamples(opts.n_boot)
     tta, n_boot, seed = opts.tta, opts.n_boot, opts.seed
-    run_dir = check_run_dir(run_dir)
-    bundle = load_bundle(run_dir / "bundle")
-    check_inference_mode(bundle.config, tta, str(run_dir / "bundle"))
+    run = Run.of(run).check_exists()
+    run_dir = run.path
+    bundle = load_bundle(run.bundle)
+    check_inference_mode(bundle.config, tta, str(run.bundle))
     if calibrate and bundle.config.get("ensemble"):
         raise DataError("--calibrate on a cv run: calibrate needs the ensemble's own validation predictions, which "
                         "do not exist (every image was in some member's training data). Remedy: drop --calibrate.")
-    ctx, split = run_context(run_dir, bundle, META_COLUMNS)
-    if (run_dir / "threshold.json").is_file():  # the report reads it: check it before anything is written
-        check_threshold_file(run_dir / "threshold.json")
+    ctx, split = run_context(run, bundle, META_COLUMNS)
+    if run.threshold_json.is_file():  # the report reads it: check it before anything is written
+        check_threshold_file(run.threshold_json)
     if split_name == "test":  # test metrics go to the run's trackers: check their record before writing
         from ..tracking import check_tracking
         check_tracking(run_dir)
-    if opts.cache_dir is None and (run_dir / "config.yaml").is_file():  # reuse the cache training filled
+    if opts.cache_dir is None and run.config_yaml.is_file():  # reuse the cache training filled
         from ..config import load_config
-        opts = dataclasses.replace(opts, cache_dir=load_config(run_dir / "config.yaml").train.cache_dir)
+        opts = dataclasses.replace(opts, cache_dir=load_config(run.config_yaml).train.cache_dir)
     if opts.progress:
         console.step(f"evaluate: predicting the {split_name} split of {run_dir}" + (" with TTA" if tta else ""))
     preds = predict_split(bundle, split, split_name, opts)
@@ -127,21 +111,21 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", calibrate: bool 
     if bundle.encoder is not None:  # the same model with every metadata field missing: what metadata adds
         image_only = predict_split(bundle, split, split_name, opts, use_metadata=False)
         extra["metadata_ablation"] = metadata_ablation(preds, image_only, bundle.encoder.fields, n_boot, seed)
-    if bundle.config.get("ensemble") and (run_dir / "folds").is_dir() and split_name == "test":
+    if bundle.config.get("ensemble") and run.folds_dir.is_dir() and split_name == "test":
         from .cv_eval import cv_section
         quiet = dataclasses.replace(opts, progress=False)
-        extra["cv"] = cv_section(run_dir, bundle, split, preds, lambda b: predict_split(b, split, split_name, quiet),
-                                 n_boot, seed)
+        extra["cv"] = cv_section(run, bundle, preds, lambda b: predict_split(b, split, split_name, quiet), n_boot,
+                                 seed)
     entry = bundle.config.get("calibration")
     if calibrate:
-        val_preds = bound_val_predictions(ctx) if not tta else \
+        val_preds = run.read_val_predictions(ctx) if not tta else \
             predict_split(bundle, split, "val", opts)
         entry = fit_for_bundle(bundle.config, val_preds["label"], val_preds["probability"], "val",
                                {"tta": tta, **binding(ctx)})
     cal = Calibration.from_config(entry)
     cols = [c for c in META_COLUMNS if c in split.columns and c not in preds.columns]  # for subgroup tables
     preds = preds.merge(split[["image_id", *cols]], on="image_id", how="left") if cols else preds
-    out_dir = run_dir if split_name == "test" else run_dir / f"eval-{split_name}"
+    out_dir = run.report_dir(split_name)
     result = _finish(bundle, preds, Report(out_dir, split_name, run_dir, paths=dict(zip(split["image_id"], split["path"]))),
                      opts, cal, extra)
     changes = {}
@@ -152,7 +136,7 @@ def evaluate_run(run_dir: str | Path, split_name: str = "test", calibrate: bool 
         changes["metrics"] = {**bundle.config.get("metrics", {}), "test": {
             k: h[k] for k in ("roc_auc", "pr_auc", "pauc_above_tpr80", "sensitivity", "specificity")}}
     if changes:
-        update_config(run_dir / "bundle", **changes)
+        update_config(run.bundle, **changes)
     if split_name == "test":
         from ..tracking import log_test_metrics
         h = result.metrics["at_threshold"]
@@ -242,11 +226,10 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, where: Report, opts: EvalOption
                         if split_name == "train" else f"{split_name} split of the run"),
                     "bundle_split_fingerprint": (bundle.config.get("training_data") or {}).get("split_fingerprint"),
                     **(extra or {})})
-    name = "test_predictions.csv" if split_name == "test" else f"{split_name}_predictions.csv"
     written = preds.copy()
     if cal is not None:
         written["probability_calibrated"] = cal.apply(written["probability"])
-    atomic.write_csv(out_dir / name, written)
+    atomic.write_csv(Run(out_dir).predictions(split_name), written)
     y, p = preds["label"].to_numpy(), preds["probability"].to_numpy()
     d = out_dir / "plots"
     plots.roc_plot(y, p, threshold, d / f"{split_name}_roc.png", title=f"ROC ({split_name})")
@@ -259,7 +242,7 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, where: Report, opts: EvalOption
         console.step("evaluate: error gallery (Grad-CAM of the most confident mistakes)")
         from .gallery import error_gallery
         metrics["gallery"] = error_gallery(bundle, preds, paths, out_dir)
-    atomic.write_json(out_dir / ("metrics.json" if split_name in ("test", "external") else f"metrics_{split_name}.json"), metrics)
+    atomic.write_json(Run(out_dir).metrics_json(split_name), metrics)
     console.step(f"evaluate: writing the report and model card into {out_dir}")
     report = write_report(out_dir, metrics, bundle.config, run_dir)
     card = write_model_card(out_dir, metrics, bundle.config, run_dir)

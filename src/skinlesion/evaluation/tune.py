@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 from .. import atomic
-from ..data.run import binding, check_run_dir
+from ..data.run import Run, binding
 from ..inference.bundle import load_bundle, update_config
 from .calibration import Calibration, fit_for_bundle
 from .metrics import threshold_metrics
@@ -13,32 +13,34 @@ from .plots import roc_plot, threshold_plot
 from .thresholds import ThresholdError, format_operating_points, operating_points, threshold_for_sensitivity
 
 
-def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: bool = False,
-                   num_workers: int | None = None, progress: bool = False) -> dict:
+def tune_threshold(run: Run | str | Path, target_sensitivity: float = 0.90, tta: bool = False) -> dict:
     """Highest threshold with val sensitivity >= target, on the validation images of the run's own fold
     (checked against the split the model trained on). With ``tta`` the validation probabilities are
-    recomputed with test-time augmentation, so the threshold holds for `predict --tta`. Writes
+    recomputed with test-time augmentation (the run's workers and console), so the threshold holds for
+    `predict --tta`. Writes
     threshold.json and plots and updates the bundle; nothing is written when a check fails."""
-    from .evaluate import bound_val_predictions, predict_split, run_context
-    run_dir = Path(run_dir)
+    from .evaluate import predict_split, run_context
+    run = Run.of(run)
+    run_dir = run.path
     if not (isinstance(target_sensitivity, (int, float)) and math.isfinite(target_sensitivity)
             and 0 < target_sensitivity <= 1):
         raise ThresholdError(f"--target-sensitivity must be a fraction in (0, 1], got {target_sensitivity!r}. "
                              "Remedy: --target-sensitivity 0.9")
-    bundle = load_bundle(check_run_dir(run_dir) / "bundle")
-    if bundle.config.get("ensemble") or (run_dir / "cv.json").is_file():
+    bundle = load_bundle(run.check_exists().bundle)
+    if bundle.config.get("ensemble") or run.is_cv():
         from ..errors import DataError
         raise DataError(f"{run_dir} is a cross-validation run: its ensemble's threshold is tuned on the out-of-fold "
                         "predictions of every fold, not on one validation split. Remedy: re-tune it with `skinlesion cv "
                         f"--out {run_dir} --resume --target-sensitivity {target_sensitivity}` (the fold models are kept).")
-    ctx, split = run_context(run_dir, bundle)
+    ctx, split = run_context(run, bundle)
     if tta:
         from .site_data import EvalOptions
-        val = predict_split(bundle, split, "val", EvalOptions(tta=True, num_workers=num_workers, progress=progress))
+        val = predict_split(bundle, split, "val", EvalOptions(tta=True, num_workers=run.num_workers,
+                                                                  progress=run.console.progress))
         source = f"{len(val)} validation images, predicted with TTA"
     else:
-        val = bound_val_predictions(ctx)
-        source = str(run_dir / "val_predictions.csv")
+        val = run.read_val_predictions(ctx)
+        source = str(run.val_predictions)
     y, p = val["label"].to_numpy(), val["probability"].to_numpy()
     threshold = threshold_for_sensitivity(y, p, target_sensitivity, where=source)
     table = operating_points(y, p)
@@ -48,13 +50,13 @@ def tune_threshold(run_dir: str | Path, target_sensitivity: float = 0.90, tta: b
     calibration = fit_for_bundle(bundle.config, y, p, "val" + (" (TTA)" if tta else ""), {"tta": tta, **binding(ctx)})
     calibrated_threshold = float(Calibration.from_config(calibration).apply(threshold))
     result["calibration"], result["calibrated_threshold"] = calibration, calibrated_threshold
-    update_config(run_dir / "bundle", threshold={
+    update_config(run.bundle, threshold={
         "value": threshold, "source": f"val split{' (TTA)' if tta else ''}, highest threshold with sensitivity >= "
         f"{target_sensitivity}", "target_sensitivity": target_sensitivity, "tta": tta, "operating_point": chosen,
         "calibrated_value": calibrated_threshold, **binding(ctx)}, calibration=calibration)
-    atomic.write_json(run_dir / "threshold.json", result)
-    roc_plot(y, p, threshold, run_dir / "plots" / "val_roc.png", title="Validation ROC (chosen threshold)")
-    threshold_plot(y, p, threshold, run_dir / "plots" / "val_thresholds.png")
+    atomic.write_json(run.threshold_json, result)
+    roc_plot(y, p, threshold, run.plots / "val_roc.png", title="Validation ROC (chosen threshold)")
+    threshold_plot(y, p, threshold, run.plots / "val_thresholds.png")
     return result
 
 

@@ -22,6 +22,8 @@ import yaml
 
 from .. import atomic
 from ..config import ConfigError, load_config, plain
+from ..console import Console
+from ..data.run import Run
 from ..errors import DataError
 from .space import Space, as_overrides
 
@@ -148,7 +150,7 @@ def _init_locked(opts: SearchOptions, config: str | None, overrides: dict, echo,
             from ..data.prepare import prepare
             cfg = load_config(config, overrides)
             cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, folds=opts.folds))
-            echo(prepare(cfg, d, progress=opts.progress).report())
+            echo(prepare(cfg, Run(d, Console(opts.progress, echo))).report())
         atomic.write_text(saved_space, space.to_yaml())
         atomic.write_json(saved_settings, settings)
         return space, storage or open_storage(opts.storage_url)
@@ -183,7 +185,7 @@ def _objective(opts: SearchOptions, space: Space, config: str | None, overrides:
             prune = pruning_callback(trial, f"val/{opts.metric}") if fold is None and opts.pruner != "none" else None
             try:
                 with run_lock(rdir, "search"):
-                    result = train(fcfg, rdir, progress=False, echo=say, callbacks=prune)
+                    result = train(fcfg, Run(rdir, Console(False, say)), callbacks=prune)
             except optuna.TrialPruned:
                 _record(trial, tdir, "PRUNED", params)
                 say("pruned")

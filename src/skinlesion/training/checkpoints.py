@@ -8,12 +8,12 @@ import torch
 
 from ..config import LOCKED_KEYS, RunConfig
 from ..errors import DataError
-from ..data.run import RunContext, check_binding, read_json
+from ..data.run import Run, RunContext, check_binding, read_json
 
 def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
     """Refuse a ``--resume`` that would change what the run trains, before anything is written."""
     from ..config import ConfigError, load_config
-    path = run_dir / "config.yaml"
+    path = Run.of(run_dir).config_yaml
     if not path.is_file():
         return
     from .recipe import device_batch
@@ -30,7 +30,7 @@ def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
 
 def has_checkpoints(run_dir: Path) -> bool:
     """Whether the run holds saved training work (any .ckpt) that --resume continues from."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir = Run.of(run_dir).checkpoints
     return ckpt_dir.is_dir() and any(ckpt_dir.rglob("*.ckpt"))
 
 
@@ -46,9 +46,9 @@ def checkpoint_path(run_dir: Path, recorded: str) -> Path:
     """A checkpoint path recorded in the run dir, resolved inside it; anything pointing outside is refused
     (a copied run must not silently read the original run's weights)."""
     path = (run_dir / recorded).resolve() if not Path(recorded).is_absolute() else Path(recorded).resolve()
-    if not path.is_relative_to((run_dir / "checkpoints").resolve()):
+    if not path.is_relative_to(Run.of(run_dir).checkpoints.resolve()):
         raise DataError(f"{run_dir}: a checkpoint path recorded in the run ({recorded}) points outside "
-                        f"{run_dir / 'checkpoints'}. Remedy: train again in a new --out.")
+                        f"{Run.of(run_dir).checkpoints}. Remedy: train again in a new --out.")
     return path
 
 
@@ -68,7 +68,7 @@ def _safe_load(ckpt: Path) -> dict:
 def verify_checkpoints(run_dir: Path) -> None:
     """Before ``--resume`` writes anything: every checkpoint loads as plain tensors and every recorded
     path stays inside the run."""
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = Run.of(run_dir).checkpoints
     for phase_json in sorted(ckpt_dir.glob("phase*/phase.json")):
         best = checkpoint_path(run_dir, str(read_json(phase_json, "written by train").get("best_path", "")))
         if not best.is_file():

@@ -15,7 +15,7 @@ import torch
 from .. import atomic
 from ..config import ConfigError, RunConfig, load_config, save_config
 from ..errors import DataError
-from ..data.run import binding, open_run, share_split
+from ..data.run import Run, binding, share_split
 from ..evaluation.metrics import epoch_metrics, threshold_metrics
 from ..evaluation.thresholds import operating_points, threshold_for_sensitivity
 from ..inference.bundle import load_bundle, save_bundle
@@ -39,41 +39,42 @@ def member_name(fold: int, seed: int, seeds: int) -> str:
     return f"fold{fold}" + (f"-seed{seed}" if seeds > 1 else "")
 
 
-def _split(cfg: RunConfig, run_dir: Path, folds: int, progress: bool, echo):
+def _split(cfg: RunConfig, run: Run, folds: int):
     """The run's K-fold split: made by prepare when absent, else checked to have ``folds`` folds."""
-    if not (run_dir / "split.csv").is_file():
+    if not run.split_csv.is_file():
         from ..data.prepare import prepare
         cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, folds=folds))
-        echo(prepare(cfg, run_dir, progress=progress).report())
-    ctx = open_run(run_dir)
+        run.console.echo(prepare(cfg, run).report())
+    ctx = run.context()
     if "fold" not in ctx.split.columns or int(ctx.split["fold"].max()) + 1 != folds:
         have = int(ctx.split["fold"].max()) + 1 if "fold" in ctx.split.columns else 0
-        raise DataError(f"{run_dir / 'split.csv'} has {have} folds, not {folds}. Remedy: `skinlesion cv` into a new "
+        raise DataError(f"{run.split_csv} has {have} folds, not {folds}. Remedy: `skinlesion cv` into a new "
                         f"--out, or pass --folds {have}." if have else
-                        f"{run_dir / 'split.csv'} has no folds. Remedy: `skinlesion cv` into a new --out.")
+                        f"{run.split_csv} has no folds. Remedy: `skinlesion cv` into a new --out.")
     return ctx
 
 
 @dataclass(frozen=True)
 class CVOptions:
-    """How a cv runs: K folds x seeds, the out-of-fold threshold's target, resume, the console, a stack."""
+    """How a cv runs: K folds x seeds, the out-of-fold threshold's target, resume, a stack."""
 
     folds: int = 5
     seeds: int = 1
     target_sensitivity: float = 0.90
     resume: bool = False
-    progress: bool = True
     stack: str | None = None  # "gbdt": boosted trees on the out-of-fold scores and metadata (training.stack)
     stack_tta: bool = False  # the stack also takes the TTA mean (four views) of the fold models' score
 
 
-def run_cv(cfg: RunConfig, run_dir: str | Path, opts: CVOptions = CVOptions(), echo=print) -> CVResult | None:
+def run_cv(cfg: RunConfig, run: Run | str | Path, opts: CVOptions = CVOptions()) -> CVResult | None:
     """Train every fold (x seed), pool the out-of-fold predictions, tune the threshold on them and write
     the ensemble bundle (with ``opts.stack``, the stacked one). Finished members are skipped; with
     ``opts.resume`` an interrupted one continues."""
     from ..runlock import process_rank
     from .fit import train
-    folds, seeds, resume, progress = opts.folds, opts.seeds, opts.resume, opts.progress
+    folds, seeds, resume = opts.folds, opts.seeds, opts.resume
+    run = Run.of(run)
+    run_dir, echo = run.path, run.console.echo
     if opts.stack is not None and opts.stack not in STACKS:
         raise ConfigError(f"--stack {opts.stack!r} is not known ({', '.join(STACKS)}). Remedy: --stack gbdt")
     if opts.stack and cfg.train.task != "binary":
@@ -84,46 +85,46 @@ def run_cv(cfg: RunConfig, run_dir: str | Path, opts: CVOptions = CVOptions(), e
     if cfg.train.fold is not None:
         raise ConfigError("cv trains every fold itself; drop --fold. Remedy: skinlesion cv --folds 5 ...")
     cfg.validate()
-    run_dir = Path(run_dir)
-    if not resume and (run_dir / "folds").exists():
+    if not resume and run.folds_dir.exists():
         raise FileExistsError(f"{run_dir} already has folds/. Remedy: pass --resume to continue it, or a new --out")
-    if resume and not (run_dir / "folds").is_dir():
+    if resume and not run.folds_dir.is_dir():
         raise DataError(f"--resume: {run_dir} has no folds/ to continue (no cv was started there). Remedy: run the "
                         f"same `skinlesion cv ... --out {run_dir}` without --resume.")
     if resume:  # one recipe for every fold: --resume may not change what the folds train (cv's config.yaml)
         check_resume_config(cfg, run_dir)
-        for started in sorted((run_dir / "folds").glob("*/config.yaml")):
+        for started in sorted(run.folds_dir.glob("*/config.yaml")):
             member = load_config(started).train
             check_resume_config(dataclasses.replace(cfg, train=dataclasses.replace(
                 cfg.train, fold=member.fold, seed=member.seed)), started.parent)
-    ctx = _split(cfg, run_dir, folds, progress, echo)
+    ctx = _split(cfg, run, folds)
     if process_rank() == 0:
         save_config(cfg, run_dir)  # the base layer of `cv --resume`, as config.yaml is for train --resume
     members = []
     for k in range(folds):
         for s in range(seeds):
             name = member_name(k, s, seeds)
-            mdir = run_dir / "folds" / name
+            member = run.fold(name)
+            mdir = member.path
             members.append(mdir)
-            if (mdir / "bundle" / "config.json").is_file() and (mdir / "val_predictions.csv").is_file():
+            if member.has_bundle() and member.val_predictions.is_file():
                 echo(f"fold {k + 1}/{folds}" + (f", seed {s + 1}/{seeds}" if seeds > 1 else "") + ": done, skipping")
                 continue
             share_split(run_dir, mdir)
             echo(f"fold {k + 1}/{folds}" + (f", seed {s + 1}/{seeds}" if seeds > 1 else "") + f" -> {mdir}")
             mcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fold=k, seed=cfg.train.seed + s))
-            if train(mcfg, mdir, resume=has_checkpoints(mdir), progress=progress, echo=echo) is None:
+            if train(mcfg, member, resume=has_checkpoints(mdir)) is None:
                 continue  # a DDP rank other than 0
     if process_rank() != 0:
         return None
     summary = summarize_cv(ctx, members, folds, seeds, opts.target_sensitivity)
-    atomic.write_json(run_dir / "cv.json", summary)
-    bundle = save_ensemble(members, summary, ctx, run_dir / "bundle")
+    atomic.write_json(run.cv_json, summary)
+    bundle = save_ensemble(members, summary, ctx, run.bundle)
     if opts.stack:
         echo("stacking: gradient-boosted trees on the out-of-fold scores and metadata")
-        summary["stack"] = fit_stack(ctx, copy_image_bundle(run_dir), members, opts.target_sensitivity, cfg,
+        summary["stack"] = fit_stack(ctx, copy_image_bundle(run), members, opts.target_sensitivity, cfg,
                                      opts.stack_tta)
-    elif (run_dir / "bundle-image").exists():  # re-run without --stack: the fold ensemble is the bundle again
-        shutil.rmtree(run_dir / "bundle-image")
+    elif run.bundle_image.exists():  # re-run without --stack: the fold ensemble is the bundle again
+        shutil.rmtree(run.bundle_image)
     return CVResult(run_dir, members, summary, bundle)
 
 
@@ -132,8 +133,7 @@ def out_of_fold(ctx, members: list[Path], folds: int, seeds: int) -> pd.DataFram
     seeds), with its fold."""
     parts = []
     for k in range(folds):
-        frames = [read_csv_exact(m / "val_predictions.csv", REMEDY_REFOLD, ("image_id", "label", "probability"))
-                  for m in members[k * seeds:(k + 1) * seeds]]
+        frames = [Run(m).read_val_predictions(Run(m).context(k)) for m in members[k * seeds:(k + 1) * seeds]]
         fold = frames[0].copy()
         for f in frames[1:]:
             if list(f["image_id"]) != list(fold["image_id"]):
@@ -152,10 +152,10 @@ def out_of_fold(ctx, members: list[Path], folds: int, seeds: int) -> pd.DataFram
 def summarize_cv(ctx, members: list[Path], folds: int, seeds: int, target: float) -> dict:
     """Per-fold validation metrics (mean and sd), seed spread, the out-of-fold threshold and its table."""
     oof = out_of_fold(ctx, members, folds, seeds)
-    atomic.write_csv(ctx.run_dir / "oof_predictions.csv", oof)
+    atomic.write_csv(Run(ctx.run_dir).oof_predictions, oof)
     per_member = []
     for i, m in enumerate(members):
-        val = read_csv_exact(m / "val_predictions.csv", REMEDY_REFOLD, ("label", "probability"))
+        val = Run(m).read_val_predictions(Run(m).context(i // seeds))
         per_member.append({"member": m.name, "fold": i // seeds, "seed": i % seeds,
                            **{k: float(v) for k, v in epoch_metrics(val["label"], val["probability"]).items()}})
     per_fold = []
@@ -166,7 +166,7 @@ def summarize_cv(ctx, members: list[Path], folds: int, seeds: int, target: float
     stats = lambda rows, key: {"mean": float(np.mean([r[key] for r in rows])), "sd": float(np.std([r[key] for r in rows], ddof=1))
                                if len(rows) > 1 else 0.0}
     y, p = oof["label"].to_numpy(), oof["probability"].to_numpy()
-    threshold = threshold_for_sensitivity(y, p, target, where=str(ctx.run_dir / "oof_predictions.csv"))
+    threshold = threshold_for_sensitivity(y, p, target, where=str(Run(ctx.run_dir).oof_predictions))
     seed_sd = [float(np.std([r["roc_auc"] for r in per_member if r["fold"] == k], ddof=1)) for k in range(folds)] \
         if seeds > 1 else []
     return {"folds": folds, "seeds": seeds, "members": [m.name for m in members], **binding(ctx),
@@ -183,12 +183,12 @@ def summarize_cv(ctx, members: list[Path], folds: int, seeds: int, target: float
 def save_ensemble(members: list[Path], summary: dict, ctx, out: Path, combine: str = "mean_probability") -> Path:
     """One bundle holding every fold model (``members.<i>.*`` tensors), averaged by ``combine``, with the
     out-of-fold threshold; it loads, predicts, explains, exports and serves like a single model."""
-    bundles = [load_bundle(m / "bundle") for m in members]
+    bundles = [load_bundle(Run(m).bundle) for m in members]
     first = bundles[0].config
     for b, m in zip(bundles, members):
         if b.config["backbone"] != first["backbone"] or b.config["preprocessing"] != first["preprocessing"] \
                 or b.config.get("metadata") != first.get("metadata"):
-            raise DataError(f"{m / 'bundle'} differs from the other fold models in architecture, preprocessing or "
+            raise DataError(f"{Run(m).bundle} differs from the other fold models in architecture, preprocessing or "
                             "metadata. Remedy: re-run that fold with the same settings.")
     model = EnsembleClassifier([b.model for b in bundles], first["task"], combine)
     thr = summary["threshold"]
@@ -205,7 +205,7 @@ def save_ensemble(members: list[Path], summary: dict, ctx, out: Path, combine: s
               "training_data": {**first["training_data"], **binding(ctx),
                                 "seen_image_ids": sorted({i for b in bundles for i in b.config["training_data"]
                                                           .get("seen_image_ids", [])})}}
-    oof = read_csv_exact(ctx.run_dir / "oof_predictions.csv", REMEDY_REFOLD, ("label", "probability"))
+    oof = read_csv_exact(Run(ctx.run_dir).oof_predictions, REMEDY_REFOLD, ("label", "probability"))
     from ..evaluation.calibration import Calibration, fit_for_bundle
     config["calibration"] = fit_for_bundle(first, oof["label"], oof["probability"], "out-of-fold predictions",
                                            binding(ctx))

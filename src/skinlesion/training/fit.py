@@ -18,7 +18,7 @@ from .. import atomic
 from ..config import RECIPE_KEYS, RunConfig, save_config
 from ..data.cache import build_cache, default_num_workers
 from ..errors import DataError
-from ..data.run import RunContext, binding, open_run, read_json
+from ..data.run import Run, RunContext, binding, read_json
 from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, keep_tuning, save_bundle, seen_ids
@@ -29,9 +29,9 @@ from ..runlock import process_rank
 from ..errors import Interrupted
 from .checkpoints import (_load_weights, check_checkpoint_binding, check_resume_config,
                           checkpoint_path, has_checkpoints, verify_checkpoints)
-from .interrupt import MARKER, SaveOnInterrupt
+from .interrupt import SaveOnInterrupt
 from .history import plot_history, read_history
-from .trainer import _accelerator_is_cuda, _batches, _make_trainer, _quietly
+from .trainer import Span, _accelerator_is_cuda, _batches, _make_trainer, _quietly
 from .loaders import build_data, cache_features
 from ..tracking import final_validation_events, finish_training, open_trackers
 from . import recipe
@@ -49,17 +49,17 @@ class TrainResult:
     train_images_per_s: float
 
 
-def _split_with_paths(cfg: RunConfig, run_dir: Path, progress: bool, echo) -> tuple[RunContext, pd.DataFrame, str]:
+def _split_with_paths(cfg: RunConfig, run: Run) -> tuple[RunContext, pd.DataFrame, str]:
     """The run's split (made with prepare's defaults when absent, fold applied) joined with image paths,
     and the data root it is read from."""
-    if not (run_dir / "split.csv").is_file():
+    if not run.split_csv.is_file():
         from ..data.prepare import prepare
         if cfg.train.fold is not None and cfg.split.folds is None:
-            raise DataError(f"--fold {cfg.train.fold}: {run_dir} has no split yet, and the default split has no "
-                            f"folds. Remedy: `skinlesion prepare --data DIR --out {run_dir} --folds 5` first.")
-        echo(f"no split in {run_dir}: running prepare with seed {cfg.split.seed}, ratios {cfg.split.ratios}")
-        echo(prepare(cfg, run_dir, progress=progress).report())
-    ctx = open_run(run_dir, cfg.train.fold)
+            raise DataError(f"--fold {cfg.train.fold}: {run.path} has no split yet, and the default split has no "
+                            f"folds. Remedy: `skinlesion prepare --data DIR --out {run.path} --folds 5` first.")
+        run.console.echo(f"no split in {run.path}: running prepare with seed {cfg.split.seed}, ratios {cfg.split.ratios}")
+        run.console.echo(prepare(cfg, run).report())
+    ctx = run.context(cfg.train.fold)
     root = cfg.data.root or ctx.summary.get("dataset", {}).get("root")
     if not root:
         raise DataError("no data folder: pass --data DIR")
@@ -123,7 +123,7 @@ class TrainSetup:
     """What every phase (and lr-find) shares: the resolved config, the split, the model and its data."""
 
     cfg: RunConfig
-    run_dir: Path
+    run: Run  # the folder, its console and workers
     ctx: RunContext
     split: pd.DataFrame
     data_root: str
@@ -134,8 +134,6 @@ class TrainSetup:
     n_groups: int
     encoder: object = None  # data.tabular.MetadataEncoder with --metadata fields
     meta: torch.Tensor | None = None  # encoded metadata, one row per split row
-    progress: bool = True  # the console: bars on a terminal, and where step lines go
-    echo: object = print
     callbacks: object = None  # phase -> extra Lightning callbacks of that phase (e.g. a search's pruning)
 
 
@@ -162,10 +160,11 @@ def _metadata(cfg: RunConfig, ctx: RunContext, split: pd.DataFrame, data_root: s
     return encoder, torch.from_numpy(encoder.encode(rows))
 
 
-def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, echo, write: bool = True) -> TrainSetup:
+def setup_training(cfg: RunConfig, run: Run, resume: bool, write: bool = True) -> TrainSetup:
     """Checks (resume, binding, checkpoints), the split with paths, the image cache, datasets and the model;
     with ``write`` (rank 0 of train) the resolved config.yaml and checkpoints/binding.json are written."""
-    if not progress:
+    run_dir, echo = run.path, run.console.echo
+    if not run.console.progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     # the batch (and with CUDA's default batch, the lr) resolved first: --resume compares the resolved values
     cfg = dataclasses.replace(cfg, train=recipe.device_batch(cfg.train, _accelerator_is_cuda(cfg.train)))
@@ -180,11 +179,11 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
     if resume:
         check_resume_config(cfg, run_dir)
     L.seed_everything(t.seed, workers=True, verbose=False)
-    ctx, split, data_root = _split_with_paths(cfg, run_dir, progress, echo)
+    ctx, split, data_root = _split_with_paths(cfg, run)
     from ..data.formats import check_task
-    check_task(split, t.task, str(run_dir / "split.csv"))
+    check_task(split, t.task, str(run.split_csv))
     if resume:
-        check_checkpoint_binding(ctx, run_dir / "checkpoints")
+        check_checkpoint_binding(ctx, run.checkpoints)
         verify_checkpoints(run_dir)
     spec = get_spec(t.arch, t.image_size or auto_image_size(get_spec(t.arch).image_size, split["path"].tolist()))
     pre = Preprocessing.for_spec(spec, "shades_of_gray" if t.colour_constancy else None)
@@ -192,14 +191,14 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
     t = cfg.train
     if write and process_rank() == 0:
         save_config(cfg, run_dir)
-        atomic.write_json(run_dir / "checkpoints" / "binding.json", binding(ctx))
+        atomic.write_json(run.binding_json, binding(ctx))
 
     workers = default_num_workers(t.num_workers)
-    cache = build_cache(split["path"].tolist(), pre, t.cache_dir, num_workers=workers, progress=progress)
+    cache = build_cache(split["path"].tolist(), pre, t.cache_dir, num_workers=workers, progress=run.console.progress)
     gpu_augment = t.gpu_augment if t.gpu_augment is not None else _accelerator_is_cuda(t)
     data = build_data(split, cache, pre, t, gpu_augment, t.device_cache)
     if len(data.val_idx) == 0:
-        raise DataError(f"{run_dir / 'split.csv'} has no validation images. Remedy: re-run prepare with a val ratio > 0")
+        raise DataError(f"{run.split_csv} has no validation images. Remedy: re-run prepare with a val ratio > 0")
     echo(data.summary)
 
     encoder, meta = _metadata(cfg, ctx, split, data_root)
@@ -216,18 +215,17 @@ def setup_training(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, 
          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {n_groups} parameter groups; "
          f"train {len(data.train_idx)} / val {len(data.val_idx)} images"
          + f"; augmentation {data.augmentation['policy']} on the {data.augmentation['where']}")
-    return TrainSetup(cfg, run_dir, ctx, split, data_root, spec, pre, data, model, n_groups, encoder, meta, progress,
-                      echo)
+    return TrainSetup(cfg, run, ctx, split, data_root, spec, pre, data, model, n_groups, encoder, meta)
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True, echo=print,
-          callbacks=None) -> TrainResult | None:
+def train(cfg: RunConfig, run: Run | str | Path, resume: bool = False, callbacks=None) -> TrainResult | None:
     """Train ``cfg.train.arch`` on the run's split; write checkpoints, metrics.csv, val_predictions.csv,
-    plots/training_history.png and bundle/ into ``run_dir``. Under DDP every rank runs this; only
+    plots/training_history.png and bundle/ into the run folder. Under DDP every rank runs this; only
     rank 0 writes the run's artifacts and gets a result (other ranks get None). ``callbacks``: a function
     of the :class:`Phase` giving extra Lightning callbacks for it."""
     t_start = time.perf_counter()
-    run_dir = Path(run_dir)
+    run = Run.of(run)
+    run_dir, echo = run.path, run.console.echo
     if not resume and process_rank() == 0 and has_checkpoints(run_dir):
         raise FileExistsError(f"{run_dir} already has checkpoints. Remedy: pass --resume to continue it, or choose "
                               "a new --out")
@@ -235,7 +233,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         raise DataError(f"--resume: {run_dir} has no checkpoint to continue from (no epoch finished and nothing was "
                         f"saved). Remedy: train without --resume: `skinlesion train --out {run_dir}` "
                         "(with the same --data and options).")
-    st = setup_training(cfg, run_dir, resume, progress, echo)
+    st = setup_training(cfg, run, resume)
     st.callbacks = callbacks
     cfg, t, ctx, split, data_root, spec, pre, data, model, n_groups = (
         st.cfg, st.cfg.train, st.ctx, st.split, st.data_root, st.spec, st.pre, st.data, st.model, st.n_groups)
@@ -244,7 +242,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     trackers = open_trackers(cfg, run_dir, write=process_rank() == 0)
     for plan in _phase_plan(t, spec, n_groups):
         phase = plan.phase
-        ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
+        ckpt_dir = run.phase_dir(phase)
         trainable = set_trainable(model, plan.unfreeze)
         module = LesionModule(model, t, plan.lr, data.loss_weight, phase, offset, data.batch_augment)
         if st.encoder is not None:
@@ -264,17 +262,17 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
     _load_weights(module, checkpoint_path(run_dir, best["best_path"]))
     module.final_model()
     if trainer is None:  # every phase was already complete: a trainer just for the final validation pass
-        trainer, _ = _make_trainer(t, run_dir, 0, 1, offset, progress)
+        trainer, _ = _make_trainer(t, run, Span(0, 1, offset))
     final_validation_events(trainer.loggers)
     _quietly(trainer.validate, module, data.val_loader(), verbose=False)  # gathered across ranks
     if not trainer.is_global_zero:
         return None
-    atomic.write_json(run_dir / "checkpoints" / "best.json", best)
+    atomic.write_json(run.best_json, best)
     val_pred = _val_frame(module.val_predictions, split.iloc[data.val_idx], t.task)
-    atomic.write_csv(run_dir / "val_predictions.csv", val_pred)
+    atomic.write_csv(run.val_predictions, val_pred)
     val_metrics = epoch_metrics(val_pred["label"], val_pred["probability"])
-    history = read_history(run_dir / "metrics.csv")
-    plot_history(history, run_dir / "plots" / "training_history.png")
+    history = read_history(run.history_csv)
+    plot_history(history, run.plots / "training_history.png")
     fingerprint = {"split_lesion_hash": ctx.summary.get("lesion_hash", {}).get("all"), "seed": ctx.summary.get("seed"),
                    **binding(ctx), "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
                    "dataset_root": data_root, "seen_image_ids": seen_ids(split.iloc[np.r_[data.train_idx, data.val_idx]])}
@@ -295,9 +293,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
         "early_stopped": int(offset) < int(t.epochs), "train_images": int(len(data.train_idx)),
         "batches_per_epoch": _batches(trainer)}
     if not trained:  # a finished run resumed: same weights, so its tuned threshold and calibration still hold
-        config = keep_tuning(run_dir / "bundle", config)
-    bundle = save_bundle(module.final_model(), config, run_dir / "bundle")
-    (run_dir / "checkpoints" / MARKER).unlink(missing_ok=True)  # finished: no longer an interrupted run
+        config = keep_tuning(run.bundle, config)
+    bundle = save_bundle(module.final_model(), config, run.bundle)
+    run.interrupted_json.unlink(missing_ok=True)  # finished: no longer an interrupted run
     finish_training(trackers, bundle, val_metrics)
     ips = float(history["train_images_per_s"].mul(history["train_seconds"]).sum() / history["train_seconds"].sum()) \
         if len(history) else float("nan")  # all training images over all training time
@@ -307,10 +305,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress: b
 
 def _run_phase(st: TrainSetup, module, ph: Phase, resume: bool, trackers=()):
     """Fit one phase (from its last.ckpt with ``resume``); write phase.json; return (trainer, state)."""
-    t, data, model, run_dir, n_groups, progress, echo = (st.cfg.train, st.data, st.model, st.run_dir, st.n_groups,
-                                                          st.progress, st.echo)
+    t, data, model, run, n_groups = st.cfg.train, st.data, st.model, st.run, st.n_groups
+    run_dir, echo = run.path, run.console.echo
     (phase, epochs, lr, unfreeze), offset, trainable = ph.plan, ph.offset, ph.trainable
-    ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
+    ckpt_dir = run.phase_dir(phase)
     last = ckpt_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     use_features = not trainable and t.cache_features > 0
@@ -320,7 +318,7 @@ def _run_phase(st: TrainSetup, module, ph: Phase, resume: bool, trackers=()):
          + (f", resuming from {last}" if ckpt_path else ""))
     interrupt = SaveOnInterrupt(run_dir, phase, t.checkpoint_minutes)
     extra = [interrupt, *(st.callbacks(ph) if st.callbacks else [])]
-    trainer, checkpoint = _make_trainer(t, run_dir, phase, epochs, offset, progress, trackers, extra)
+    trainer, checkpoint = _make_trainer(t, run, Span(phase, epochs, offset), trackers, extra)
     seed = t.seed + 1000 * phase
     if use_features:
         device = torch.device("cuda" if _accelerator_is_cuda(t) else "cpu")
@@ -345,7 +343,7 @@ def _run_phase(st: TrainSetup, module, ph: Phase, resume: bool, trackers=()):
     # best_model_path comes from last.ckpt's state and names the original folder in a copied run.)
     best_path = (ckpt_dir / "best.ckpt").resolve().relative_to(run_dir.resolve())
     state = {"complete": True, "epochs": trainer.current_epoch, "best_path": best_path.as_posix(),
-             "best_score": _best_score(checkpoint, run_dir, phase), "phase": phase}
+             "best_score": _best_score(checkpoint, run, phase), "phase": phase}
     if trainer.is_global_zero:
         atomic.write_json(ckpt_dir / "phase.json", state)
     if interrupt.requested is not None:  # the signal came in the phase's last validation: the phase is complete
@@ -353,12 +351,12 @@ def _run_phase(st: TrainSetup, module, ph: Phase, resume: bool, trackers=()):
     return trainer, state
 
 
-def _best_score(checkpoint, run_dir: Path, phase: int) -> float:
+def _best_score(checkpoint, run: Run, phase: int) -> float:
     """The phase's best val PR-AUC: Lightning's, or (when it did not restore it, e.g. in a copied run) the
     best of the phase's rows in metrics.csv."""
     if checkpoint.best_model_score is not None:
         return float(checkpoint.best_model_score)
-    history = read_history(run_dir / "metrics.csv")
+    history = read_history(run.history_csv)
     return float(history.loc[history["phase"] == phase, "val_pr_auc"].max())
 
 

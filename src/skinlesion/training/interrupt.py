@@ -13,9 +13,9 @@ from pathlib import Path
 import lightning as L
 
 from .. import atomic
+from ..data.run import Run
 from ..errors import Interrupted
 
-MARKER = "interrupted.json"
 
 
 class SaveOnInterrupt(L.Callback):
@@ -56,7 +56,7 @@ class SaveOnInterrupt(L.Callback):
     def _save(self, trainer, signalled: bool) -> None:
         """The phase's last.ckpt with the full training state (optimizer, loops; read back with
         weights_only=True by --resume); after a signal also the marker for `runs` and the message."""
-        ckpt_dir = self.run_dir / "checkpoints" / f"phase{self.phase}"
+        ckpt_dir = Run(self.run_dir).phase_dir(self.phase)
         target = ckpt_dir / "last.ckpt"
         tmp = ckpt_dir / f".last.{os.getpid()}.tmp.ckpt"
         trainer.save_checkpoint(tmp)
@@ -64,7 +64,7 @@ class SaveOnInterrupt(L.Callback):
             os.replace(tmp, target)
         self.saved, self._last_save = target, time.monotonic()
         if signalled and trainer.is_global_zero:
-            atomic.write_json(self.run_dir / "checkpoints" / MARKER, {
+            atomic.write_json(Run(self.run_dir).interrupted_json, {
                 "signal": signal.Signals(self.requested).name,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "phase": self.phase, "epoch": trainer.current_epoch,
                 "batches_done_in_epoch": int(trainer.fit_loop.epoch_loop.batch_progress.current.completed),

@@ -7,25 +7,27 @@ from pathlib import Path
 
 from .. import atomic
 from ..config import RunConfig
+from ..data.run import Run
 from ..errors import DataError
 from ..models.classifier import set_trainable
 from .fit import _phase_plan, setup_training
-from .trainer import _make_trainer, _quietly
+from .trainer import Span, _make_trainer, _quietly
 from .module import LesionModule
 
 
-def lr_find(cfg: RunConfig, run_dir: str | Path, num_training: int = 100, min_lr: float = 1e-7, max_lr: float = 1.0,
-            progress: bool = True, echo=print) -> dict:
+def lr_find(cfg: RunConfig, run: Run | str | Path, num_training: int = 100, lr_range: tuple[float, float] = (1e-7, 1.0)
+            ) -> dict:
     """Sweep the learning rate exponentially over ``num_training`` steps; write ``lr_find.json`` and
     ``plots/lr_find.png``; return the suggestion (steepest descent of the smoothed loss)."""
     from lightning.pytorch.tuner import Tuner
+    min_lr, max_lr = lr_range
     if not (math.isfinite(min_lr) and math.isfinite(max_lr) and 0 < min_lr < max_lr):
         raise DataError(f"--min-lr {min_lr} and --max-lr {max_lr} must satisfy 0 < min < max. Remedy: --min-lr 1e-7 "
                         "--max-lr 1")
     if num_training < 10:
         raise DataError(f"--num-training must be at least 10 steps, got {num_training}. Remedy: --num-training 100")
-    run_dir = Path(run_dir)
-    st = setup_training(cfg, run_dir, resume=False, progress=progress, echo=echo, write=False)
+    run = Run.of(run)
+    st = setup_training(cfg, run, resume=False, write=False)
     t = st.cfg.train
     phase, epochs, lr, unfreeze = _phase_plan(t, st.spec, st.n_groups)[0]
     set_trainable(st.model, unfreeze)
@@ -34,7 +36,7 @@ def lr_find(cfg: RunConfig, run_dir: str | Path, num_training: int = 100, min_lr
         import torch
         module.set_metadata(st.meta[st.data.train_idx], st.meta[st.data.val_idx], st.encoder.slices(),
                             torch.from_numpy(st.encoder.missing_vector()))
-    trainer, _ = _make_trainer(t, run_dir / "lr_find", phase, num_training, 0, progress)  # epochs >= steps
+    trainer, _ = _make_trainer(t, Run(run.path / "lr_find", run.console), Span(phase, num_training, 0))  # epochs >= steps
     trainer.logger = None
     loader = st.data.train_loader(t.seed + 1000 * phase)
     finder = _quietly(Tuner(trainer).lr_find, module, train_dataloaders=loader, val_dataloaders=st.data.val_loader(),
@@ -45,10 +47,10 @@ def lr_find(cfg: RunConfig, run_dir: str | Path, num_training: int = 100, min_lr
     fig = finder.plot(suggest=True)
     fig.axes[0].set_title(f"{t.arch}, phase {phase} ({'whole network' if unfreeze else 'head only'}); "
                           f"suggested lr {suggestion:.2e}" if suggestion else "no suggestion")
-    atomic.save_figure(run_dir / "plots" / "lr_find.png", fig, dpi=110)
+    atomic.save_figure(run.plots / "lr_find.png", fig, dpi=110)
     result = {"suggested_lr": suggestion, "phase": phase, "trainable": "whole network" if unfreeze else "head",
               "num_training": num_training, "min_lr": min_lr, "max_lr": max_lr,
               "lr": [float(x) for x in finder.results["lr"]], "loss": [float(x) for x in finder.results["loss"]],
               "note": "layer-wise LR decay is not applied during the sweep (one rate for every group)"}
-    atomic.write_json(run_dir / "lr_find.json", result)
+    atomic.write_json(run.lr_find_json, result)
     return result

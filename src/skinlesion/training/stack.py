@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from .. import atomic
+from ..data.run import Run
 from ..errors import DataError
 from ..evaluation.metrics import epoch_metrics, threshold_metrics
 from ..evaluation.thresholds import threshold_for_sensitivity
@@ -38,7 +39,7 @@ def _table(ctx, root: str | None) -> pd.DataFrame:
     from ..data.formats import recorded_table
     table = recorded_table(ctx.summary.get("dataset"), root)
     if table is None:
-        raise DataError(f"--stack gbdt: the dataset's table (recorded in {ctx.run_dir / 'split.json'}) is not "
+        raise DataError(f"--stack gbdt: the dataset's table (recorded in {Run(ctx.run_dir).split_json}) is not "
                         "readable. Remedy: pass --data DIR of the dataset the cv was made from.")
     return table
 
@@ -50,7 +51,7 @@ def tta_oof(members: list[Path], oof: pd.DataFrame) -> np.ndarray:
     from ..evaluation.site_data import EvalOptions
     parts = []
     for m in members:
-        bundle = load_bundle(m / "bundle")
+        bundle = load_bundle(Run(m).bundle)
         _, split = run_context(m, bundle)
         parts.append(predict_split(bundle, split, "val", EvalOptions(tta=True, progress=False))[["image_id",
                                                                                                 "probability"]])
@@ -92,20 +93,20 @@ def fit_stack(ctx, ensemble_bundle: Path, members: list[Path], target: float, cf
     ``cfg``: the cv's config (its data root and seed); ``tta``: the TTA mean is a feature too."""
     from ..data.run import binding
     from ..evaluation.calibration import Calibration, fit_for_bundle
-    run_dir = ctx.run_dir
+    run = Run(ctx.run_dir)
     image = load_bundle(ensemble_bundle)
     if image.task != "binary":
         raise DataError("--stack gbdt stacks p(malignant): it needs a binary cv (--task binary).")
-    oof = read_csv_exact(run_dir / "oof_predictions.csv", "re-run `skinlesion cv --resume`.",
+    oof = read_csv_exact(run.oof_predictions, "re-run `skinlesion cv --resume`.",
                          ("image_id", "label", "probability", "fold"))
     root, seed = cfg.data.root, cfg.train.seed
     X, y, folds, encoder, base_uses_meta = stack_inputs(ctx, oof, image.config, root,
                                                         tta_oof(members, oof) if tta else None)
     stacked_oof = nested_oof(X, y, folds, seed)
-    atomic.write_csv(run_dir / "stack_oof_predictions.csv",
+    atomic.write_csv(run.stack_oof_predictions,
                      oof.assign(probability=stacked_oof, probability_image=oof["probability"].to_numpy()))
     trees = TreeEnsemble.from_arrays(arrays_from_sklearn(_gbdt(seed).fit(X, y)))
-    thr = threshold_for_sensitivity(y, stacked_oof, target, where=str(run_dir / "stack_oof_predictions.csv"))
+    thr = threshold_for_sensitivity(y, stacked_oof, target, where=str(run.stack_oof_predictions))
     summary = {"stack": "gbdt", "params": GBDT_PARAMS, "seed": seed,
                "features": ["cnn_logit", *(["cnn_logit_tta"] if tta else []),
                             *([f"metadata:{f}" for f in encoder.fields] if encoder else [])],
@@ -113,7 +114,7 @@ def fit_stack(ctx, ensemble_bundle: Path, members: list[Path], target: float, cf
                "oof_image": {k: float(v) for k, v in epoch_metrics(y, oof["probability"].to_numpy()).items()},
                "oof_stack": {k: float(v) for k, v in epoch_metrics(y, stacked_oof).items()},
                "threshold": {"value": thr, "target_sensitivity": target, "chosen": threshold_metrics(y, stacked_oof, thr)}}
-    atomic.write_json(run_dir / "stack.json", summary)
+    atomic.write_json(run.stack_json, summary)
     config = _stacked_config(image.config, summary, encoder, trees, base_uses_meta)
     config["calibration"] = fit_for_bundle(config, y, stacked_oof, "the trees' nested out-of-fold predictions",
                                            binding(ctx))
@@ -122,7 +123,7 @@ def fit_stack(ctx, ensemble_bundle: Path, members: list[Path], target: float, cf
     if encoder is not None:
         model.missing_meta.copy_(torch.from_numpy(encoder.missing_vector()))
     with torch.no_grad():
-        save_bundle(model, config, run_dir / "bundle")
+        save_bundle(model, config, run.bundle)
     return summary
 
 
@@ -146,10 +147,10 @@ def _stacked_config(image: dict, summary: dict, encoder, trees: TreeEnsemble, ba
     return config
 
 
-def copy_image_bundle(run_dir: Path) -> Path:
+def copy_image_bundle(run: Run) -> Path:
     """Keep the fold ensemble as ``bundle-image`` before the stacked bundle replaces ``bundle``."""
     import shutil
-    src, dst = run_dir / "bundle", run_dir / "bundle-image"
+    src, dst = run.bundle, run.bundle_image
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)

@@ -7,12 +7,13 @@ import math
 import random
 import sys
 import warnings
-from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
 import torch
 
+from ..data.run import Run
 from ..tracking import phase_loggers
 from .history import HistoryRecorder
 
@@ -41,14 +42,24 @@ for _name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lig
     logging.getLogger(_name).addFilter(_NoTips())
 
 
-def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progress: bool, trackers=(), extra=()):
+class Span(NamedTuple):
+    """What a Trainer runs: ``epochs`` of ``phase``, numbered from ``offset`` (the epochs run before it)."""
+
+    phase: int
+    epochs: int
+    offset: int
+
+
+def _make_trainer(t, run: Run, span: Span, trackers=(), extra=()):
     """The phase's Trainer. On a terminal, Lightning's progress bar; otherwise (a log file, CI) no bar
     redraws but one line per epoch, and none of Lightning's start-up chatter."""
     tty = sys.stderr.isatty()
     if not tty:
         for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    ckpt_dir = run_dir / "checkpoints" / f"phase{phase}"
+    phase, epochs, offset = span
+    progress = run.console.progress
+    ckpt_dir = run.phase_dir(phase)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/pr_auc", mode="max", enable_version_counter=False)
     # Lightning 2.6 refreshes save_last only when a top-k checkpoint is saved; resuming needs the latest epoch.
@@ -56,9 +67,9 @@ def _make_trainer(t, run_dir: Path, phase: int, epochs: int, offset: int, progre
                                                  every_n_epochs=1, enable_version_counter=False)
     callbacks = [checkpoint, latest, L.pytorch.callbacks.EarlyStopping("val/pr_auc", mode="max", patience=t.patience),
                  L.pytorch.callbacks.LearningRateMonitor("epoch"),
-                 HistoryRecorder(run_dir / "metrics.csv", phase, offset, print if progress and not tty else None,
+                 HistoryRecorder(run.history_csv, phase, offset, run.console.echo if progress and not tty else None,
                                  t.epochs), _EpochReseed(t.seed, phase), *extra]
-    loggers = phase_loggers(t, run_dir, phase) + list(trackers)
+    loggers = phase_loggers(t, run.path, phase) + list(trackers)
     trainer = L.Trainer(
         max_epochs=epochs, accelerator=t.accelerator, devices=_devices(t.devices), strategy=t.strategy,
         num_nodes=t.num_nodes, precision=_precision(t.precision), callbacks=callbacks, logger=loggers or False,
