@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 from .config import ConfigError, field_default
 
@@ -143,7 +142,8 @@ def check_args(args) -> None:
 def resume_base(args) -> str | None:
     """With --resume, the run's saved config.yaml is the base layer (flags still override it)."""
     if getattr(args, "resume", False) and getattr(args, "out", None):
-        saved = Path(args.out) / "config.yaml"
+        from .data.run import Run
+        saved = Run(args.out).config_yaml
         return str(saved) if saved.is_file() else None
     return None
 

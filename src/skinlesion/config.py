@@ -261,10 +261,11 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
-def save_config(cfg: RunConfig, run_dir: str | Path) -> Path:
-    """Write the resolved config to ``run_dir/config.yaml`` atomically."""
+def save_config(cfg: RunConfig, run_dir) -> Path:
+    """Write the resolved config to the run's config.yaml atomically (``run_dir``: a data.run.Run or folder)."""
+    from .data.run import Run
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    return atomic.write_text(Path(run_dir) / "config.yaml", text)
+    return atomic.write_text(Run.of(run_dir).config_yaml, text)
 
 
 def field_default(dotted: str) -> Any:

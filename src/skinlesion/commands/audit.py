@@ -24,12 +24,12 @@ def main(args, cfg) -> int:
     from ..data.audit import audit, write_audit
     from ..data.formats import TableSpec
     from ..data.dataset import load_dataset
-    from ..data.run import open_run
+    from ..data.run import Run
     from ..paths import check_outputs
     if cfg.data.root is None:
         raise ConfigError("no data folder given: pass --data DIR")
     check_outputs([Path(args.out)], inputs=[Path(cfg.data.root)])
-    split = open_run(args.run).split if args.run else None
+    split = Run(args.run).context().split if args.run else None
     ds = load_dataset(cfg.data.root, cfg.data.metadata, cfg.data.allow_missing, cfg.data.verify, not args.quiet,
                       spec=TableSpec.from_config(cfg.data))
     print(f"read as {ds.table.detected}")
@@ -39,7 +39,7 @@ def main(args, cfg) -> int:
             raise ConfigError(f"--run {args.run}: {len(absent)} of its {len(split)} images are not in {cfg.data.root} "
                               f"(e.g. {', '.join(absent[:3])}): the run was prepared from another dataset, so its "
                               "split cannot be checked against this one. Remedy: pass the --data the run was prepared "
-                              f"from (recorded in {Path(args.run) / 'split.json'}), or drop --run.")
+                              f"from (recorded in {Run(args.run).split_json}), or drop --run.")
     result = audit(ds.frame, args.threshold, split, progress=not args.quiet)
     page = write_audit(result, args.out, str(cfg.data.root))
     s = result.summary

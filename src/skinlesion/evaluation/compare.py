@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from ..data.run import check_binding, open_run, read_json
+from ..data.run import Run, check_binding, read_json
 from .bootstrap import paired_difference
 from .metrics import roc_auc
 from .report import _fmt
@@ -18,19 +18,20 @@ COLUMNS = ("roc_auc", "pr_auc", "pauc_above_tpr80", "sensitivity", "specificity"
 
 def _load(run: Path) -> tuple[dict, pd.DataFrame]:
     """A run's test metrics and predictions, checked to belong to the run's current split and bundle."""
-    m, p = run / "metrics.json", run / "test_predictions.csv"
+    r = Run(run)
+    m, p = r.metrics_json(), r.predictions("test")
     if not m.is_file() or not p.is_file():
         raise DataError(f"{run} has no metrics.json/test_predictions.csv. Remedy: run `skinlesion evaluate {run}` first.")
     from .metrics import upgrade_metric_names
     metrics = upgrade_metric_names(read_json(m, "written by evaluate"))
     if metrics.get("split") != "test" or "at_threshold" not in metrics:
         raise DataError(f"{m} does not hold test-split metrics. Remedy: run `skinlesion evaluate {run}`.")
-    check_binding(metrics, open_run(run, metrics.get("fold")), str(m))
-    bundle = run / "bundle" / "config.json"
+    check_binding(metrics, r.context(metrics.get("fold")), str(m))
+    bundle = r.bundle / "config.json"
     if bundle.is_file():
         trained = (read_json(bundle, "the run's bundle").get("training_data") or {}).get("split_fingerprint")
         if trained != metrics.get("bundle_split_fingerprint"):
-            raise DataError(f"{m} was written for another model than {run / 'bundle'} holds now. Remedy: run "
+            raise DataError(f"{m} was written for another model than {r.bundle} holds now. Remedy: run "
                             f"`skinlesion evaluate {run}` again.")
     preds = read_csv_exact(p, f"run `skinlesion evaluate {run}` again.")
     if len(preds) != metrics.get("n_images") or not {"image_id", "lesion_id", "label", "probability"} <= set(preds):

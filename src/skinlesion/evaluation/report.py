@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .. import atomic
-from ..data.run import read_json
+from ..data.run import Run, read_json
 from ..data.split import format_table
 from .thresholds import format_operating_points
 
@@ -228,17 +228,18 @@ def write_report(out_dir: Path, metrics: dict, bundle_config: dict, run_dir: Pat
     for col, rows in _subgroup_rows(metrics).items():
         parts += [f"<h3>{col}</h3>", _html_table([col, "n", "malignant", "ROC-AUC", "sensitivity", "specificity"], rows)]
     if run_dir is not None:
-        thr = run_dir / "threshold.json"
+        run = Run(run_dir)
+        thr = run.threshold_json
         if thr.is_file():
             parts += ["<h2>Threshold (validation operating points)</h2>",
                       f"<pre>{html.escape(format_operating_points(read_json(thr, 'written by tune-threshold').get('operating_points', [])))}</pre>",
-                      "<div class='row'>" + _img(run_dir / "plots" / "val_roc.png", "Validation ROC") + "</div>"]
-        parts += ["<h2>Training curves</h2>", _img(run_dir / "plots" / "training_history.png", "Training history")]
-        if (run_dir / "split.json").is_file():
-            parts += ["<h2>Split</h2>", f"<pre>{html.escape(format_table(read_json(run_dir / 'split.json', 'written by prepare')))}</pre>"]
-        if (run_dir / "config.yaml").is_file():
+                      "<div class='row'>" + _img(run.plots / "val_roc.png", "Validation ROC") + "</div>"]
+        parts += ["<h2>Training curves</h2>", _img(run.plots / "training_history.png", "Training history")]
+        if run.split_json.is_file():
+            parts += ["<h2>Split</h2>", f"<pre>{html.escape(format_table(run.split_summary()))}</pre>"]
+        if run.config_yaml.is_file():
             parts += ["<h2>Run config</h2><p class='muted'>the settings that applied to this run (config.yaml holds "
-                      "every key)</p>", f"<pre>{html.escape(applicable_config(run_dir / 'config.yaml'))}</pre>"]
+                      "every key)</p>", f"<pre>{html.escape(applicable_config(run.config_yaml))}</pre>"]
     parts += ["<h2>Model bundle</h2>", f"<pre>{html.escape(json.dumps({k: bundle_config[k] for k in ('architecture', 'timm_id', 'task', 'preprocessing', 'threshold', 'library_versions') if k in bundle_config}, indent=2))}</pre>"]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>skinlesion report</title><style>"
             "body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;margin:.5em 0}"
@@ -269,8 +270,9 @@ def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir:
     lines += [f"- {x}" for x in training_limit_notes(cfg)]
     from ..inference.bundle import operating_point_line
     lines.append(f"- {_md(operating_point_line(cfg))}")
-    if run_dir is not None and (run_dir / "split.json").is_file():
-        lines += ["", "```", format_table(read_json(run_dir / "split.json", "written by prepare")), "```"]
+    split = Run(run_dir).split_summary() or None if run_dir is not None else None
+    if split:
+        lines += ["", "```", format_table(split), "```"]
     lines += ["", f"## Evaluation: {_md(metrics['data'])}", "",
               f"{metrics['n_images']} images, {metrics['n_lesions']} lesions, {metrics['n_malignant']} malignant; 95% CIs "
               f"from {metrics['bootstrap']['resamples']} lesion-level bootstrap resamples.", "",
@@ -286,11 +288,10 @@ def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir:
     lines += ["", "### Metric definitions", "", _md_table(["metric", "range", "definition and source"], definition_rows())]
     lines += ["", "## Known limitations", ""] + [f"- {x}" for x in LIMITATIONS]
     from .checklist import checklist, checklist_markdown
-    split = read_json(run_dir / "split.json", "written by prepare") if run_dir is not None and (run_dir / "split.json").is_file() else None
     lines += ["", "## Reporting checklist (TRIPOD+AI / CLAIM)", ""] + checklist_markdown(checklist(metrics, cfg, split))
     lines += ["", "## How to reproduce", "", "```bash"]
     if run_dir is not None:
-        lines += [f"skinlesion train --config {run_dir / 'config.yaml'} --out NEW_RUN_DIR",
+        lines += [f"skinlesion train --config {Run(run_dir).config_yaml} --out NEW_RUN_DIR",
                   "skinlesion tune-threshold NEW_RUN_DIR" + (f" --target-sensitivity {cfg['threshold'].get('target_sensitivity')}"
                                                             if cfg["threshold"].get("target_sensitivity") else ""),
                   "skinlesion evaluate NEW_RUN_DIR"]

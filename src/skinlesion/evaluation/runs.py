@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from .. import atomic
+from ..data.run import Run
 
 COLUMNS = ("run", "status", "arch", "recipe", "task", "image_size", "epochs", "date", "val_roc_auc", "test_roc_auc",
            "test_roc_auc_ci", "threshold", "calibrated", "cv")
@@ -51,13 +52,14 @@ def _text(value) -> str | None:
 
 
 def _status(run: Path, bundle: dict, metrics: dict, now: float) -> str:
-    ckpts = list((run / "checkpoints").rglob("*.ckpt")) if (run / "checkpoints").is_dir() else []
+    r = Run(run)
+    ckpts = list(r.checkpoints.rglob("*.ckpt")) if r.checkpoints.is_dir() else []
     newest = max((p.stat().st_mtime for p in ckpts), default=None)
     if metrics.get("split") == "test" and bundle:
         return "evaluated"
     if bundle:
         return "finished"
-    if (run / "checkpoints" / "interrupted.json").is_file():
+    if r.interrupted_json.is_file():
         return "interrupted"  # stopped by a signal with its work saved: `train --resume` continues it
     if newest is not None and now - newest < TRAINING_WINDOW_S:
         return "training"
@@ -77,12 +79,12 @@ def run_row(run: Path, root: Path, now: float | None = None) -> dict:
 
 def _run_row(run: Path, name: str, now: float) -> dict:
     try:
-        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+        cfg = yaml.safe_load(Run(run).config_yaml.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         cfg = {}
     train = _get(cfg, "train") or {}
-    bundle = _json(run / "bundle" / "config.json")
-    metrics = _json(run / "metrics.json")
+    bundle = _json(Run(run).bundle / "config.json")
+    metrics = _json(Run(run).metrics_json())
     test = _get(metrics, "at_threshold", "roc_auc") or {}
     val = _get(bundle, "metrics", "val", "roc_auc")
     if val is None:
@@ -112,10 +114,11 @@ def find_runs(root: str | Path) -> list[Path]:
     root = Path(root)
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in ("checkpoints", "bundle",
-                                                                                           "logs", "plots"))
-        if "split.csv" in filenames or "config.yaml" in filenames:
-            found.append(Path(dirpath))
+        here = Run(dirpath)
+        skip = {p.name for p in (here.checkpoints, here.bundle, here.plots)} | {"logs"}
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skip)
+        if here.split_csv.name in filenames or here.config_yaml.name in filenames:
+            found.append(here.path)
     return found
 
 

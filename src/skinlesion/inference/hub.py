@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .hub_ref import BUNDLE_DIR, HubError, parse_ref  # noqa: F401 - HubError: part of this module's API
+from ..data.run import Run
 
 
 def timm_layout(bundle, out: Path) -> dict:
@@ -117,7 +118,7 @@ def push(model: str | Path, repo: str, revision: str | None = None, private: boo
         shutil.copytree(model, stage / BUNDLE_DIR, ignore=shutil.ignore_patterns("*.tmp", ".*"))
         with torch.no_grad():
             note = timm_layout(bundle, stage)
-        metrics = model.parent / "metrics.json"
+        metrics = Run(model.parent).metrics_json()  # a run's bundle: the run's test metrics
         evaluation = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
         (stage / "README.md").write_text(hub_card(bundle.config, _card_body(model, bundle.config), note, licence,
                                                   evaluation, repo), encoding="utf-8")

@@ -146,7 +146,7 @@ def _init_locked(opts: SearchOptions, config: str | None, overrides: dict, echo,
                 raise ConfigError(f"{d}: this study was started with other settings ({saved_settings}: {before}); "
                                   "its trials would not be comparable. Remedy: the same --folds, --metric and "
                                   "training flags as before, or a new --out.")
-        if not (d / "split.csv").is_file():
+        if not Run(d).split_csv.is_file():
             from ..data.prepare import prepare
             cfg = load_config(config, overrides)
             cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, folds=opts.folds))
