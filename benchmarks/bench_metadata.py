@@ -57,7 +57,7 @@ def main() -> int:
         results[name] = {"minutes": (time.perf_counter() - t0) / 60,
                          **{k: m["at_threshold"][k] for k in ("roc_auc", "pr_auc", "sensitivity", "specificity")}}
     a, b = preds["with_metadata"], preds["image_only"].set_index("image_id").loc[preds["with_metadata"]["image_id"]]
-    diff = paired_difference(roc_auc, a["label"], a["probability"], b["probability"].to_numpy(), a["lesion_id"],
+    diff = paired_difference(roc_auc, a["label"], (a["probability"], b["probability"].to_numpy()), a["lesion_id"],
                              args.bootstrap, 0)
     ci = lambda d: f"{d['value']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
     print(table([[k, f"{v['minutes']:.1f}", ci(v["roc_auc"]), ci(v["pr_auc"]), ci(v["sensitivity"]), ci(v["specificity"])]

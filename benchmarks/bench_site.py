@@ -29,7 +29,7 @@ def external_figures(run: Path, external: Path, repeats: int, n_boot: int, seed:
     from skinlesion.evaluation.calibration import Calibration
     from skinlesion.evaluation.site_data import read_site, site_predictions
     from skinlesion.evaluation.metrics import expected_calibration_error, roc_auc, threshold_metrics, top_label_ece
-    from skinlesion.evaluation.site import local_cases_curve, unlabelled_estimate
+    from skinlesion.evaluation.site import Cases, local_cases_curve, unlabelled_estimate
     from skinlesion.evaluation.summary import auc_estimates
     from skinlesion.inference.bundle import load_bundle
     bundle = load_bundle(run / "bundle")
@@ -39,7 +39,7 @@ def external_figures(run: Path, external: Path, repeats: int, n_boot: int, seed:
     cal = Calibration.from_config(bundle.config.get("calibration"))
     q = cal.apply(p) if cal else p
     at_ham = threshold_metrics(y, p, bundle.threshold)
-    curve = local_cases_curve(y, p, g, 0.90, sizes=SIZES, repeats=repeats, seed=seed)
+    curve = local_cases_curve(Cases(y, p, g), 0.90, sizes=SIZES, repeats=repeats, seed=seed)
     entry = bundle.config.get("calibration") or {}
     pi0 = entry["n_malignant"] / entry["n_images"]
     unl = unlabelled_estimate(q, g, pi0, float(cal.apply(bundle.threshold)) if cal else bundle.threshold,

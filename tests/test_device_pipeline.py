@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import tiny_cfg
 from skinlesion.data.batch_augment import POLICIES, BatchAugment, CenterBatch, Policy, jpeg
-from skinlesion.data.cache import AugmentedBatches, DeviceBatches, EpochSampler
+from skinlesion.data.cache import AugmentedBatches, CachedImages, DeviceBatches, EpochSampler
 from skinlesion.data.transforms import Preprocessing
 from skinlesion.training.fit import train
 from skinlesion.data.run import Run
@@ -34,7 +34,8 @@ def test_cpu_workers_and_device_resident_paths_give_identical_batches(tmp_path):
     sampler.set_epoch(3)
     workers = torch.utils.data.DataLoader(AugmentedBatches(path, idx, targets, aug, seed=11), batch_size=8,
                                           sampler=sampler, num_workers=2)
-    resident = DeviceBatches(path, idx, targets, 8, aug, sampler=sampler, seed=11, device=torch.device("cpu"))
+    resident = DeviceBatches(CachedImages(path, idx, targets, None, seed=11), 8, aug, sampler=sampler,
+                             device=torch.device("cpu"))
     a, b = list(workers), list(resident)
     assert len(a) == len(b) == len(resident) == 3
     for (xa, ya, ia), (xb, yb, ib) in zip(a, b):
@@ -53,7 +54,8 @@ def test_device_batches_give_each_rank_its_own_padded_shard(tmp_path, monkeypatc
         monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
         monkeypatch.setattr(torch.distributed, "get_rank", lambda r=rank: r)
         sampler = EpochSampler(11, seed=0)
-        train = DeviceBatches(path, idx, idx % 2, 4, BatchAugment(20, (0.5,) * 3, (0.25,) * 3), sampler=sampler)
+        train = DeviceBatches(CachedImages(path, idx, idx % 2, None), 4, BatchAugment(20, (0.5,) * 3, (0.25,) * 3),
+                              sampler=sampler)
         rows = torch.cat([b[2] for b in train])
         assert len(train) == 2 and len(rows) == 6  # ceil(11 / 2) rows each, in batches of 4
         seen.append(rows)
@@ -64,7 +66,7 @@ def test_device_resident_validation_equals_the_eval_transform(tmp_path):
     path, x = cache_file(tmp_path, size=27)
     pre = Preprocessing(20, 27, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     idx = np.array([5, 1, 9, 2])
-    val = DeviceBatches(path, idx, np.zeros(4), 3, CenterBatch(pre.image_size, pre.mean, pre.std))
+    val = DeviceBatches(CachedImages(path, idx, np.zeros(4), None), 3, CenterBatch(pre.image_size, pre.mean, pre.std))
     got = torch.cat([b[0] for b in val])
     want = torch.stack([pre.eval_transform()(torch.from_numpy(x[i])) for i in idx])
     assert torch.allclose(got, want, atol=1e-6)

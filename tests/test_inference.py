@@ -61,8 +61,8 @@ def test_predict_folder_reports_each_outcome(bundle, zoo, tmp_path, capsys):
 def test_csv_of_paths_and_api_inputs_agree(bundle, zoo, tmp_path):
     pd.DataFrame({"path": ["good.jpg", "gray.png"]}).to_csv(zoo / "list.csv", index=False)
     predictor = Predictor.from_bundle(bundle)
-    from skinlesion.inference.predict import predict_files
-    frame, failed = predict_files(bundle, [zoo / "list.csv"], progress=False)
+    from skinlesion.inference.predict import PredictOptions, predict_files
+    frame, failed = predict_files(bundle, [zoo / "list.csv"], opts=PredictOptions(progress=False))
     (zoo / "list.csv").unlink()
     assert failed == 0 and len(frame) == 2
     pil = Image.open(zoo / "good.jpg")

@@ -123,9 +123,9 @@ def test_paired_test_detects_a_better_model_and_not_an_identical_one():
     good = np.clip(0.4 * y + rng.normal(0.3, 0.15, 600), 0, 1)
     bad = np.clip(0.1 * y + rng.normal(0.45, 0.15, 600), 0, 1)
     groups = np.arange(600) // 2
-    same = paired_difference(roc_auc, y, good, good, groups, 300)
+    same = paired_difference(roc_auc, y, (good, good), groups, 300)
     assert same["difference"] == 0 and same["p_value"] == 1.0
-    better = paired_difference(roc_auc, y, good, bad, groups, 300)
+    better = paired_difference(roc_auc, y, (good, bad), groups, 300)
     assert better["difference"] > 0.2 and better["p_value"] < 0.01 and better["ci_low"] > 0
 
 

@@ -13,7 +13,7 @@ from skinlesion.cli import main
 from skinlesion.evaluation.adapt import adapt_threshold, held_out_adaptation
 from skinlesion.evaluation.calibration import Calibration, fit_calibration, prior_offset, sigmoid, to_logits
 from skinlesion.evaluation.metrics import expected_calibration_error, top_label_ece
-from skinlesion.evaluation.site import em_prevalence, local_cases_curve
+from skinlesion.evaluation.site import Cases, em_prevalence, local_cases_curve
 
 
 def _population(n=40_000, prevalence=0.2, seed=0):
@@ -59,7 +59,7 @@ def test_adapt_finds_the_threshold_a_site_needs_and_scores_it_honestly():
     assert abs(out["threshold"] - 0.37) < 0.02
     assert abs(out["expected"]["sensitivity"]["value"] - 0.9) < 0.02
     assert out["expected"]["sensitivity"]["ci_low"] < 0.9 < out["expected"]["sensitivity"]["ci_high"]
-    curve = local_cases_curve(y, p, np.arange(n), 0.9, sizes=(10, 50, 200), repeats=100)
+    curve = local_cases_curve(Cases(y, p, np.arange(n)), 0.9, sizes=(10, 50, 200), repeats=100)
     widths = [r["ci_half_width"] for r in curve]
     assert [r["malignant_cases"] for r in curve] == [10, 50, 200] and widths[0] > widths[1] > widths[2]
 
@@ -72,7 +72,7 @@ def test_held_out_adaptation_never_scores_the_images_it_tuned_on():
     p = np.clip(0.35 * y + rng.random(n) * 0.65, 0, 1)
     preds = pd.DataFrame({"image_id": [f"I{i}" for i in range(n)], "lesion_id": lesions.astype(str), "label": y,
                           "probability": p})
-    a = held_out_adaptation(preds, 0.5, None, 0.9, 0.3, n_boot=50)
+    a = held_out_adaptation(preds, (0.5, 0.9), None, 0.3, n_boot=50)
     tuned = set(a["adapt_image_ids"])
     assert a["adapt_images"] + a["scored_images"] == n and len(tuned) == a["adapt_images"]
     lesion_of = dict(zip(preds["image_id"], preds["lesion_id"]))

@@ -18,12 +18,12 @@ def add_arguments(p) -> None:
 
 
 def main(args, cfg) -> int:
-    from ..inference.predict import predict_files
+    from ..inference.predict import PredictOptions, predict_files
     if not args.quiet:
         from ..inference.bundle import operating_point_line, read_config
         print(operating_point_line(read_config(Path(args.model))), file=sys.stderr)
-    frame, failed = predict_files(args.model, args.inputs, args.out, args.tta, args.batch_size, args.num_workers,
-                                  progress=not args.quiet)
+    opts = PredictOptions(args.tta, args.batch_size, args.num_workers, progress=not args.quiet)
+    frame, failed = predict_files(args.model, args.inputs, args.out, opts)
     if args.out:
         print(f"wrote {len(frame)} rows to {args.out}")
     else:

@@ -170,11 +170,13 @@ class DeviceBatches:
     (validation, in order). Under DDP each rank takes its own shard of the order (padded to equal length
     by repeating its start, as DistributedSampler; validation outputs are de-duplicated by index)."""
 
-    def __init__(self, cache_path: str | Path, indices, targets, batch_size: int, transform,
-                 sampler: "EpochSampler | None" = None, seed: int = 0, device=None):
-        self.cache_path, self.indices = str(cache_path), np.asarray(indices, dtype=np.int64)
-        self.targets = torch.as_tensor(np.asarray(targets))
-        self.batch_size, self.transform, self.sampler, self.seed = batch_size, transform, sampler, seed
+    def __init__(self, rows: CachedImages, batch_size: int, transform, sampler: "EpochSampler | None" = None,
+                 device=None):
+        """``rows``: the cache file, row indices, targets and seed (a :class:`CachedImages`; its own
+        transform is not used)."""
+        self.cache_path, self.indices, self.targets = rows.cache_path, rows.indices, rows.targets
+        self.seed = rows.seed or 0
+        self.batch_size, self.transform, self.sampler = batch_size, transform, sampler
         self.device, self._store = device, {}  # the device tensors, shared by copies (one per phase)
         self.batch_sampler = None  # Lightning reads sampler / batch_sampler (set_epoch, shuffle checks)
 

@@ -190,8 +190,11 @@ def _group(raw: pd.DataFrame, image_ids: pd.Series, explicit: str | None) -> tup
     return image_ids.astype(str), "image (no lesion or patient id: every image its own group)"
 
 
-def _finish(raw: pd.DataFrame, image: pd.Series, dx: pd.Series, group: pd.Series, gsrc: str, where: str,
+def _finish(raw: pd.DataFrame, image: pd.Series, dx: pd.Series, grouping: tuple[pd.Series, str], where: str,
             meta_cols: dict[str, str] | None = None) -> pd.DataFrame:
+    """The checked table: image ids, ``grouping`` = (group per row, where the groups came from) from
+    :func:`_group`, dx and the metadata fields found."""
+    group, gsrc = grouping
     frame = pd.DataFrame({"image_id": image.map(_stem), "lesion_id": group, "dx": dx})
     for field, names in META_SOURCES.items():
         col = (meta_cols or {}).get(field) or next((c for c in names if c in raw.columns), None)
@@ -214,7 +217,7 @@ def read_isic(root: Path, spec: TableSpec) -> Table:
         target = raw["target"] if "target" in raw.columns else raw.get("benign_malignant")
         frame_dx = _resolve_target(pd.DataFrame({"dx": dx}), target, str(gt))["dx"]
         group, gsrc = _group(raw, raw["image_name"].astype(str), None)
-        return Table(_finish(raw, raw["image_name"], frame_dx, group, gsrc, str(gt)), "isic", gt, gsrc, "")
+        return Table(_finish(raw, raw["image_name"], frame_dx, (group, gsrc), str(gt)), "isic", gt, gsrc, "")
     onehot = [c for c in raw.columns if c in ISIC_ONEHOT]
     scores = raw[onehot].apply(pd.to_numeric, errors="coerce")
     bad = raw.index[scores.isna().any(axis=1) | (scores.sum(axis=1) != 1) | ~scores.isin([0, 1]).all(axis=1)]
@@ -231,7 +234,7 @@ def read_isic(root: Path, spec: TableSpec) -> Table:
         raw = raw.merge(side.drop(columns=[c for c in onehot if c in side.columns]), on="image", how="left")
     group, gsrc = _group(raw, raw["image"].astype(str), None)
     detected = f" (+ metadata {meta.name})" if meta is not None else ""
-    return Table(_finish(raw, raw["image"], dx, group, gsrc, str(gt)), "isic", gt, gsrc, detected)
+    return Table(_finish(raw, raw["image"], dx, (group, gsrc), str(gt)), "isic", gt, gsrc, detected)
 
 
 def read_folders(root: Path, spec: TableSpec) -> Table:
@@ -282,7 +285,7 @@ def read_mapped_csv(root: Path, spec: TableSpec) -> Table:
                          if "label" in cols else None, str(path))["dx"]
     group, gsrc = _group(raw, raw[cols["image"]].astype(str).map(_stem), cols.get("group"))
     meta_cols = {"age": cols.get("age"), "sex": cols.get("sex"), "localization": cols.get("site")}
-    return Table(_finish(raw, raw[cols["image"]], dx, group, gsrc, str(path), meta_cols), "csv", path, gsrc, "")
+    return Table(_finish(raw, raw[cols["image"]], dx, (group, gsrc), str(path), meta_cols), "csv", path, gsrc, "")
 
 
 def read_ham(root: Path, spec: TableSpec) -> Table:

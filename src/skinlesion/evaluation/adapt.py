@@ -29,7 +29,7 @@ from ..paths import OutputPathError, check_outputs
 from .bootstrap import bootstrap
 from .calibration import Calibration, refit_intercept
 from .metrics import expected_calibration_error, threshold_metrics
-from .site import SHIFT_WARNING_GAP, adjusted_mean, local_cases_curve, out_of_bag, unlabelled_estimate
+from .site import SHIFT_WARNING_GAP, Cases, adjusted_mean, local_cases_curve, out_of_bag, unlabelled_estimate
 from .thresholds import threshold_for_sensitivity
 
 
@@ -126,7 +126,7 @@ def adapt(bundle_dir: str | Path, site: SiteSpec, out: str | Path, unlabelled: b
     before = {k: float(threshold_metrics(y, p, old_t)[k]) for k in ("sensitivity", "specificity")}
     tuned = adapt_threshold(y, p, groups, target, site.n_boot, site.seed)
     console.step("adapt: the how-many-local-cases curve")
-    curve = local_cases_curve(y, p, groups, target, seed=site.seed)
+    curve = local_cases_curve(Cases(y, p, groups), target, seed=site.seed)
     new_cal = refit_intercept(cal, y, p) if site.refit_intercept else cal
     report = {**base, "n_malignant": int(y.sum()), "target_sensitivity": target,
               "at_original_threshold": {"threshold": old_t, **before}, "adapted": tuned, "local_cases_curve": curve,
@@ -231,11 +231,13 @@ def format_adapt(report: dict) -> str:
     return "\n".join(lines)
 
 
-def held_out_adaptation(preds: pd.DataFrame, threshold: float, cal: Calibration | None, target: float,
-                        fraction: float, n_boot: int = 1000, seed: int = 0) -> dict:
-    """`evaluate --adapt-fraction`: a lesion-grouped, class-stratified ``fraction`` of the set adapts the
+def held_out_adaptation(preds: pd.DataFrame, point: tuple[float, float], cal: Calibration | None, fraction: float,
+                        n_boot: int = 1000, seed: int = 0) -> dict:
+    """`evaluate --adapt-fraction`: with ``point`` = (the bundle's threshold, its target sensitivity), a
+    lesion-grouped, class-stratified ``fraction`` of the set adapts the
     threshold (and the calibration intercept); every number is scored on the rest only, unadapted and adapted
     side by side, so the adapted threshold is never scored on the images it was tuned on."""
+    threshold, target = point
     lesion_label = preds.groupby("lesion_id")["label"].max()
     rng = np.random.default_rng(seed)
     chosen = set()

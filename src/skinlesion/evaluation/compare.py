@@ -52,8 +52,8 @@ def compare_runs(runs: list[str | Path], n_boot: int = 1000, seed: int = 0) -> d
             pairs.append({"a": a, "b": b, "note": "evaluated on different images; no paired test"})
             continue
         merged = pa.merge(pb[["image_id", "probability"]], on="image_id", suffixes=("_a", "_b"))
-        pairs.append({"a": a, "b": b, **paired_difference(roc_auc, merged["label"], merged["probability_a"],
-                                                           merged["probability_b"], merged["lesion_id"], n_boot, seed)})
+        pairs.append({"a": a, "b": b, **paired_difference(roc_auc, merged["label"], (merged["probability_a"],
+                                                           merged["probability_b"]), merged["lesion_id"], n_boot, seed)})
     return {"runs": table, "paired_roc_auc": pairs}
 
 

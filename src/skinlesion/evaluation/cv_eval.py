@@ -34,14 +34,14 @@ def cv_section(run: Run, bundle, ensemble_preds: pd.DataFrame, predict, n_boot: 
     if stacked:
         image = predict(image_bundle)
         stack = {"image_only": auc_estimates(image, n_boot, seed),
-                 "stack_vs_image_only": paired_difference(roc_auc, y, ensemble_preds["probability"],
-                                                          image["probability"], groups, n_boot, seed)}
+                 "stack_vs_image_only": paired_difference(roc_auc, y, (ensemble_preds["probability"],
+                                                          image["probability"]), groups, n_boot, seed)}
     return {**stack, "members": rows, "ensemble": ensemble, "combine": bundle.config["ensemble"].get("combine"),
             "single_mean": {k: float(np.mean(v)) for k, v in singles.items()},
             "single_sd": {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in singles.items()},
             "best_single": best["member"],
-            "ensemble_vs_best": paired_difference(roc_auc, y, ensemble_preds["probability"],
-                                                  member_preds[best["member"]]["probability"], groups, n_boot, seed),
+            "ensemble_vs_best": paired_difference(roc_auc, y, (ensemble_preds["probability"],
+                                                  member_preds[best["member"]]["probability"]), groups, n_boot, seed),
             "alternative_combine": {"combine": other, **auc_estimates(alt, n_boot, seed)}}
 
 

@@ -166,7 +166,8 @@ def evaluate_external(bundle_dir: str | Path, site: SiteData, out_dir: str | Pat
     if adapt_fraction:
         from .adapt import held_out_adaptation
         target = bundle.config["threshold"].get("target_sensitivity") or 0.9
-        extra["adaptation"] = held_out_adaptation(preds, bundle.threshold, cal, target, adapt_fraction, n_boot, seed)
+        extra["adaptation"] = held_out_adaptation(preds, (bundle.threshold, target), cal, adapt_fraction, n_boot,
+                                                    seed)
     where = Report(Path(out_dir), "external", None, f"external dataset {Path(data).resolve()} (every image, no split)",
                    dict(zip(ds.frame["image_id"], ds.frame["path"])))
     return _finish(bundle, preds, where, opts, cal, extra)
@@ -194,8 +195,8 @@ def metadata_ablation(with_meta: pd.DataFrame, without: pd.DataFrame, fields, n_
     from .summary import auc_estimates
     out = {"fields": list(fields), "with_metadata": auc_estimates(with_meta, n_boot, seed),
            "image_only": auc_estimates(without, n_boot, seed)}
-    out["roc_auc_difference"] = paired_difference(roc_auc, with_meta["label"].to_numpy(), with_meta["probability"],
-                                                  without["probability"], with_meta["lesion_id"].to_numpy(), n_boot, seed)
+    out["roc_auc_difference"] = paired_difference(roc_auc, with_meta["label"].to_numpy(), (with_meta["probability"],
+                                                  without["probability"]), with_meta["lesion_id"].to_numpy(), n_boot, seed)
     return out
 
 

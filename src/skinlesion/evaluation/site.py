@@ -10,6 +10,7 @@ the .632 blend), and the 95% interval is over resamples.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,13 +43,21 @@ def out_of_bag(y, p, groups, target: float, n_boot: int = 500, seed: int = 0) ->
     return {"sensitivity": est(sens), "specificity": est(spec), "resamples": len(sens)}
 
 
-def local_cases_curve(y, p, groups, target: float, sizes=(10, 25, 50, 100, 200, 400), repeats: int = 200,
+class Cases(NamedTuple):
+    """Labelled cases of a site: labels, model probabilities and lesion (group) ids, one per image."""
+
+    y: np.ndarray
+    p: np.ndarray
+    groups: np.ndarray
+
+
+def local_cases_curve(cases: Cases, target: float, sizes=(10, 25, 50, 100, 200, 400), repeats: int = 200,
                       seed: int = 0) -> list[dict]:
     """For each number n of local malignant cases: draw n malignant lesions (and benign lesions in the
     sample's own ratio), tune the threshold on them, score sensitivity on every lesion not drawn; the spread of
     that sensitivity over ``repeats`` draws (95% interval half-width) is how precisely n cases pin the
     operating point. Sizes above what the sample can spare (half its malignant lesions) are left out."""
-    y, p, groups = np.asarray(y), np.asarray(p, dtype=float), np.asarray(groups)
+    y, p, groups = np.asarray(cases.y), np.asarray(cases.p, dtype=float), np.asarray(cases.groups)
     lesions, inverse = np.unique(groups, return_inverse=True)
     lesion_label = np.zeros(len(lesions), dtype=int)
     np.maximum.at(lesion_label, inverse, y.astype(int))

@@ -16,7 +16,7 @@ from .. import __version__, atomic
 from ..errors import SkinlesionError
 from ..data.transforms import COLOUR_CONSTANCY, Preprocessing
 from ..labels import BINARY_LABEL, DX_CODES, SEVEN_CLASS_LABEL, class_names
-from ..models.classifier import LesionClassifier, build_model
+from ..models.classifier import LesionClassifier, ModelOptions, build_model
 from ..models.registry import BackboneSpec
 
 FORMAT_VERSION = 1
@@ -79,7 +79,7 @@ def library_versions() -> dict[str, str]:
 
 
 def bundle_config(spec: BackboneSpec, pre: Preprocessing, task: str, dropout: float, metrics: dict,
-                  fingerprint: dict, threshold: float = 0.5) -> dict:
+                  fingerprint: dict) -> dict:
     """The config.json content (format version 1)."""
     return {
         "format_version": FORMAT_VERSION,
@@ -89,7 +89,7 @@ def bundle_config(spec: BackboneSpec, pre: Preprocessing, task: str, dropout: fl
         "dx_to_label": dict(BINARY_LABEL) if task == "binary" else dict(SEVEN_CLASS_LABEL),
         "dx_codes": list(DX_CODES),
         "head": {"dropout": dropout, "outputs": 1 if task == "binary" else 7},
-        "threshold": {"value": threshold, "source": "default 0.5 (run `skinlesion tune-threshold`)"},
+        "threshold": {"value": 0.5, "source": "default 0.5 (run `skinlesion tune-threshold`)"},
         "metrics": metrics, "training_data": fingerprint, "library_versions": library_versions(),
         "intended_use": "research and education only; not a medical device",
     }
@@ -348,8 +348,8 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
         meta_dim = int((config.get("metadata") or {}).get("dim", 0))
         stack = config.get("stack")
         base_dim = int(stack["base_metadata_dim"]) if stack else meta_dim
-        build = lambda: build_model(spec, config["task"], pretrained=False, dropout=float(config["head"]["dropout"]),
-                                    meta_dim=base_dim)
+        shape = ModelOptions(dropout=float(config["head"]["dropout"]), meta_dim=base_dim)
+        build = lambda: build_model(spec, config["task"], pretrained=False, opts=shape)
         ensemble = config.get("ensemble")
         if ensemble:
             from ..models.ensemble import EnsembleClassifier

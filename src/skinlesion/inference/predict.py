@@ -1,6 +1,7 @@
 """The `predict` stage: files, folders and CSV lists of paths -> predictions.csv."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -59,14 +60,24 @@ def collect_inputs_with_metadata(items: list[str | Path]) -> tuple[list[str], pd
     return out, pd.DataFrame(meta, index=range(len(out)))
 
 
-def predict_files(bundle: str | Path, inputs: list[str | Path], out: str | Path | None = None, tta: bool = False,
-                  batch_size: int = 32, num_workers: int = 0, progress: bool = True) -> tuple[pd.DataFrame, int]:
+@dataclass(frozen=True)
+class PredictOptions:
+    """How `predict` runs: test-time augmentation, batch size, DataLoader workers, progress bar."""
+
+    tta: bool = False
+    batch_size: int = 32
+    num_workers: int = 0
+    progress: bool = True
+
+
+def predict_files(bundle: str | Path, inputs: list[str | Path], out: str | Path | None = None,
+                  opts: PredictOptions = PredictOptions()) -> tuple[pd.DataFrame, int]:
     """Predict every input; write ``out`` (CSV) atomically when given. Returns the table and the failure count."""
     paths, metadata = collect_inputs_with_metadata(inputs)
     if out:
         check_outputs([Path(out)], protected=[Path(bundle)], inputs=[*paths, *inputs])
-    predictor = Predictor.from_bundle(bundle, batch_size=batch_size, tta=tta)
-    frame = predictor.predict_paths(paths, num_workers=num_workers, progress=progress,
+    predictor = Predictor.from_bundle(bundle, batch_size=opts.batch_size, tta=opts.tta)
+    frame = predictor.predict_paths(paths, num_workers=opts.num_workers, progress=opts.progress,
                                     metadata=metadata if predictor.bundle.encoder is not None else None)
     if out:
         atomic.write_csv(out, frame)

@@ -1,6 +1,8 @@
 """Backbone + head classifier, task-aware probabilities, and freezing by parameter group."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -47,11 +49,20 @@ class LesionClassifier(nn.Module):
         return self.forward_head(self.backbone(x), meta)
 
 
-def build_model(spec: BackboneSpec, task: str = "binary", pretrained: bool = True,
-                weights_file: str | None = None, dropout: float = 0.3, drop_path: float = 0.0,
-                meta_dim: int = 0) -> LesionClassifier:
-    return LesionClassifier(create_backbone(spec, pretrained, weights_file, drop_path=drop_path), task, dropout,
-                            meta_dim)
+@dataclass(frozen=True)
+class ModelOptions:
+    """The classifier's shape beyond its backbone: head dropout, stochastic depth (timm's drop-path) and the
+    number of encoded metadata inputs fused into the head (0: image only)."""
+
+    dropout: float = 0.3
+    drop_path: float = 0.0
+    meta_dim: int = 0
+
+
+def build_model(spec: BackboneSpec, task: str = "binary", pretrained: bool = True, weights_file: str | None = None,
+                opts: ModelOptions = ModelOptions()) -> LesionClassifier:
+    return LesionClassifier(create_backbone(spec, pretrained, weights_file, drop_path=opts.drop_path), task,
+                            opts.dropout, opts.meta_dim)
 
 
 def tta_views(x: torch.Tensor, tta: bool = True) -> list[torch.Tensor]:

@@ -6,7 +6,6 @@ import logging
 import pickle
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +22,7 @@ from ..data.transforms import Preprocessing
 from ..evaluation.metrics import epoch_metrics
 from ..inference.bundle import bundle_config, keep_tuning, save_bundle, seen_ids
 from ..inference.predictor import prediction_frame
-from ..models.classifier import build_model, parameter_groups, set_trainable
+from ..models.classifier import ModelOptions, build_model, parameter_groups, set_trainable
 from ..models.registry import get_spec
 from ..runlock import process_rank
 from ..errors import Interrupted
@@ -31,11 +30,11 @@ from .checkpoints import (_load_weights, check_checkpoint_binding, check_resume_
                           checkpoint_path, has_checkpoints, verify_checkpoints)
 from .interrupt import SaveOnInterrupt
 from .history import plot_history, read_history
-from .trainer import Span, _accelerator_is_cuda, _batches, _make_trainer, _quietly
+from .trainer import _accelerator_is_cuda, _batches, _make_trainer, _quietly
 from .loaders import build_data, cache_features
 from ..tracking import final_validation_events, finish_training, open_trackers
 from . import recipe
-from .module import LesionModule
+from .module import LesionModule, Phase, PhasePlan
 
 
 @dataclass
@@ -73,22 +72,6 @@ def auto_image_size(default: int, paths: list[str], sample: int = 64) -> int:
     step = max(1, len(paths) // sample)
     short = float(np.median([min(image_size(p)) for p in paths[::step]]))
     return int(min(default, max(64, 32 * round(short / 32))))
-
-
-class PhasePlan(NamedTuple):
-    phase: int
-    epochs: int
-    lr: float
-    unfreeze: int  # backbone groups to train (0: frozen)
-
-
-@dataclass(frozen=True)
-class Phase:
-    """A phase as it runs: its plan, the epochs already run before it, and the backbone tensors it trains."""
-
-    plan: PhasePlan
-    offset: int
-    trainable: list[str]
 
 
 def _phase_plan(t, spec, n_groups: int) -> list[PhasePlan]:
@@ -135,6 +118,14 @@ class TrainSetup:
     encoder: object = None  # data.tabular.MetadataEncoder with --metadata fields
     meta: torch.Tensor | None = None  # encoded metadata, one row per split row
     callbacks: object = None  # phase -> extra Lightning callbacks of that phase (e.g. a search's pruning)
+
+    def module(self, ph: Phase) -> LesionModule:
+        """The LightningModule of phase ``ph`` (with the encoded metadata of a metadata model)."""
+        module = LesionModule(self.model, self.cfg.train, ph, self.data.loss_weight, self.data.batch_augment)
+        if self.encoder is not None:
+            module.set_metadata(self.meta[self.data.train_idx], self.meta[self.data.val_idx], self.encoder.slices(),
+                                torch.from_numpy(self.encoder.missing_vector()))
+        return module
 
 
 def _metadata(cfg: RunConfig, ctx: RunContext, split: pd.DataFrame, data_root: str):
@@ -203,7 +194,8 @@ def setup_training(cfg: RunConfig, run: Run, resume: bool, write: bool = True) -
 
     encoder, meta = _metadata(cfg, ctx, split, data_root)
     L.seed_everything(t.seed, workers=True, verbose=False)  # init independent of whether the cache existed
-    model = build_model(spec, t.task, t.pretrained, t.weights, t.dropout, t.drop_path, encoder.dim if encoder else 0)
+    model = build_model(spec, t.task, t.pretrained, t.weights, ModelOptions(t.dropout, t.drop_path,
+                                                                         encoder.dim if encoder else 0))
     if encoder is not None:
         model.missing_meta.copy_(torch.from_numpy(encoder.missing_vector()))
         echo(f"metadata: {', '.join(encoder.fields)} ({encoder.dim} inputs, fields hidden at random with p = "
@@ -243,16 +235,13 @@ def train(cfg: RunConfig, run: Run | str | Path, resume: bool = False, callbacks
     for plan in _phase_plan(t, spec, n_groups):
         phase = plan.phase
         ckpt_dir = run.phase_dir(phase)
-        trainable = set_trainable(model, plan.unfreeze)
-        module = LesionModule(model, t, plan.lr, data.loss_weight, phase, offset, data.batch_augment)
-        if st.encoder is not None:
-            module.set_metadata(st.meta[data.train_idx], st.meta[data.val_idx], st.encoder.slices(),
-                                torch.from_numpy(st.encoder.missing_vector()))
+        ph = Phase(plan, offset, set_trainable(model, plan.unfreeze))
+        module = st.module(ph)
         state = _phase_state(ckpt_dir)
         if state.get("complete"):
             echo(f"phase {phase}: already complete ({state['epochs']} epochs), skipping")
         else:
-            trainer, state = _run_phase(st, module, Phase(plan, offset, trainable), resume, trackers)
+            trainer, state = _run_phase(st, module, ph, resume, trackers)
             trained = True
         _load_weights(module, checkpoint_path(run_dir, state["best_path"]))  # the next phase starts from this phase's best weights
         module.final_model()  # (its EMA weights, with EMA on)
@@ -262,7 +251,7 @@ def train(cfg: RunConfig, run: Run | str | Path, resume: bool = False, callbacks
     _load_weights(module, checkpoint_path(run_dir, best["best_path"]))
     module.final_model()
     if trainer is None:  # every phase was already complete: a trainer just for the final validation pass
-        trainer, _ = _make_trainer(t, run, Span(0, 1, offset))
+        trainer, _ = _make_trainer(t, run, Phase(PhasePlan(0, 1, t.lr, 0), offset, []))
     final_validation_events(trainer.loggers)
     _quietly(trainer.validate, module, data.val_loader(), verbose=False)  # gathered across ranks
     if not trainer.is_global_zero:
@@ -307,7 +296,7 @@ def _run_phase(st: TrainSetup, module, ph: Phase, resume: bool, trackers=()):
     """Fit one phase (from its last.ckpt with ``resume``); write phase.json; return (trainer, state)."""
     t, data, model, run, n_groups = st.cfg.train, st.data, st.model, st.run, st.n_groups
     run_dir, echo = run.path, run.console.echo
-    (phase, epochs, lr, unfreeze), offset, trainable = ph.plan, ph.offset, ph.trainable
+    (phase, epochs, lr, unfreeze), trainable = ph.plan, ph.trainable
     ckpt_dir = run.phase_dir(phase)
     last = ckpt_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
@@ -318,7 +307,7 @@ def _run_phase(st: TrainSetup, module, ph: Phase, resume: bool, trackers=()):
          + (f", resuming from {last}" if ckpt_path else ""))
     interrupt = SaveOnInterrupt(run_dir, phase, t.checkpoint_minutes)
     extra = [interrupt, *(st.callbacks(ph) if st.callbacks else [])]
-    trainer, checkpoint = _make_trainer(t, run, Span(phase, epochs, offset), trackers, extra)
+    trainer, checkpoint = _make_trainer(t, run, ph, trackers, extra)
     seed = t.seed + 1000 * phase
     if use_features:
         device = torch.device("cuda" if _accelerator_is_cuda(t) else "cpu")

@@ -89,9 +89,8 @@ def build_data(split, cache, pre: Preprocessing, t, gpu_augment: bool, device_ca
             < 0.4 * torch.cuda.mem_get_info()[0]
     resident = None
     if device_cache:
-        resident = (DeviceBatches(cache, train_idx, targets[train_idx], t.batch_size, augment, seed=t.seed),
-                    DeviceBatches(cache, val_idx, targets[val_idx], t.batch_size,
-                                  CenterBatch(pre.image_size, pre.mean, pre.std)))
+        resident = (DeviceBatches(train_ds, t.batch_size, augment),
+                    DeviceBatches(val_ds, t.batch_size, CenterBatch(pre.image_size, pre.mean, pre.std)))
     where = "device, images held in device memory" if device_cache else "device, after transfer of uint8 batches"
     return TrainData(train_ds, val_ds, train_idx, val_idx, loss_weight, sample_w, augment,
                      default_num_workers(t.num_workers), t.batch_size, summary, {**augment.describe(), "where": where},

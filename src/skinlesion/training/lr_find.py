@@ -11,8 +11,8 @@ from ..data.run import Run
 from ..errors import DataError
 from ..models.classifier import set_trainable
 from .fit import _phase_plan, setup_training
-from .trainer import Span, _make_trainer, _quietly
-from .module import LesionModule
+from .trainer import _make_trainer, _quietly
+from .module import Phase
 
 
 def lr_find(cfg: RunConfig, run: Run | str | Path, num_training: int = 100, lr_range: tuple[float, float] = (1e-7, 1.0)
@@ -29,14 +29,11 @@ def lr_find(cfg: RunConfig, run: Run | str | Path, num_training: int = 100, lr_r
     run = Run.of(run)
     st = setup_training(cfg, run, resume=False, write=False)
     t = st.cfg.train
-    phase, epochs, lr, unfreeze = _phase_plan(t, st.spec, st.n_groups)[0]
-    set_trainable(st.model, unfreeze)
-    module = LesionModule(st.model, t, lr, st.data.loss_weight, phase, 0, st.data.batch_augment)
-    if st.encoder is not None:
-        import torch
-        module.set_metadata(st.meta[st.data.train_idx], st.meta[st.data.val_idx], st.encoder.slices(),
-                            torch.from_numpy(st.encoder.missing_vector()))
-    trainer, _ = _make_trainer(t, Run(run.path / "lr_find", run.console), Span(phase, num_training, 0))  # epochs >= steps
+    plan = _phase_plan(t, st.spec, st.n_groups)[0]
+    phase, unfreeze = plan.phase, plan.unfreeze
+    module = st.module(Phase(plan, 0, set_trainable(st.model, unfreeze)))
+    sweep = Phase(plan._replace(epochs=num_training), 0, [])  # epochs >= steps
+    trainer, _ = _make_trainer(t, Run(run.path / "lr_find", run.console), sweep)
     trainer.logger = None
     loader = st.data.train_loader(t.seed + 1000 * phase)
     finder = _quietly(Tuner(trainer).lr_find, module, train_dataloaders=loader, val_dataloaders=st.data.val_loader(),

@@ -3,6 +3,8 @@ gathered across ranks without duplicates."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -14,6 +16,22 @@ from ..evaluation.metrics import epoch_metrics
 from ..labels import MALIGNANT_CLASS_INDICES
 from ..models.classifier import LesionClassifier, class_probabilities, frozen_eval_mode
 from . import recipe
+
+
+class PhasePlan(NamedTuple):
+    phase: int
+    epochs: int
+    lr: float
+    unfreeze: int  # backbone groups to train (0: frozen)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A phase as it runs: its plan, the epochs already run before it, and the backbone tensors it trains."""
+
+    plan: PhasePlan
+    offset: int
+    trainable: list[str]
 
 
 def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:
@@ -40,11 +58,11 @@ class LesionModule(L.LightningModule):
       added by DistributedSampler never counts twice; ``val_predictions`` holds the last epoch's.
     """
 
-    def __init__(self, model: LesionClassifier, t, lr: float, loss_weight: torch.Tensor | None, phase: int = 1,
-                 epoch_offset: int = 0, batch_augment: BatchAugment | None = None):
+    def __init__(self, model: LesionClassifier, t, phase: Phase, loss_weight: torch.Tensor | None = None,
+                 batch_augment: BatchAugment | None = None):
         super().__init__()
-        self.model, self.t, self.task, self.lr = model, t, t.task, lr
-        self.channels_last, self.phase, self.epoch_offset = t.channels_last, phase, epoch_offset
+        self.model, self.t, self.task, self.lr = model, t, t.task, phase.plan.lr
+        self.channels_last, self.phase, self.epoch_offset = t.channels_last, phase.plan.phase, phase.offset
         self.batch_augment, self.seed = batch_augment, t.seed
         # kept outside the module tree so checkpoints hold plain (uncompiled) parameter names
         object.__setattr__(self, "_net", torch.compile(model) if t.compile else model)

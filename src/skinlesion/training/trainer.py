@@ -7,7 +7,6 @@ import math
 import random
 import sys
 import warnings
-from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from ..data.run import Run
 from ..tracking import phase_loggers
 from .history import HistoryRecorder
+from .module import Phase
 
 
 def _precision(cfg_value: str | None) -> str:
@@ -42,22 +42,14 @@ for _name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lig
     logging.getLogger(_name).addFilter(_NoTips())
 
 
-class Span(NamedTuple):
-    """What a Trainer runs: ``epochs`` of ``phase``, numbered from ``offset`` (the epochs run before it)."""
-
-    phase: int
-    epochs: int
-    offset: int
-
-
-def _make_trainer(t, run: Run, span: Span, trackers=(), extra=()):
+def _make_trainer(t, run: Run, ph: Phase, trackers=(), extra=()):
     """The phase's Trainer. On a terminal, Lightning's progress bar; otherwise (a log file, CI) no bar
     redraws but one line per epoch, and none of Lightning's start-up chatter."""
     tty = sys.stderr.isatty()
     if not tty:
         for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    phase, epochs, offset = span
+    phase, epochs, offset = ph.plan.phase, ph.plan.epochs, ph.offset
     progress = run.console.progress
     ckpt_dir = run.phase_dir(phase)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
