@@ -55,21 +55,25 @@ def binary_label(dx: str) -> int:
         raise KeyError(f"unknown dx code {dx!r}; expected one of {', '.join(ALL_DX)}") from None
 
 
+#: task -> (dx -> training target) and task -> output class names (models.task builds on these).
+LABEL_MAPS: dict[str, dict[str, int]] = {"binary": BINARY_LABEL, "7class": SEVEN_CLASS_LABEL}
+CLASS_NAMES: dict[str, tuple[str, ...]] = {"binary": BINARY_CLASS_NAMES, "7class": DX_CODES}
+
+
+def _known(task: str) -> str:
+    if task not in LABEL_MAPS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return task
+
+
 def label_for(dx: str, task: str = "binary") -> int:
     """The training target for ``dx`` under ``task`` ('binary' or '7class')."""
-    if task == "binary":
-        return binary_label(dx)
-    if task == "7class":
-        if dx not in SEVEN_CLASS_LABEL:
-            raise KeyError(f"unknown dx code {dx!r}; expected one of {', '.join(DX_CODES)}")
-        return SEVEN_CLASS_LABEL[dx]
-    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    labels = LABEL_MAPS[_known(task)]
+    if dx not in labels:
+        raise KeyError(f"unknown dx code {dx!r}; expected one of {', '.join(labels)}")
+    return labels[dx]
 
 
 def class_names(task: str = "binary") -> tuple[str, ...]:
     """Output class names for ``task``."""
-    if task == "binary":
-        return BINARY_CLASS_NAMES
-    if task == "7class":
-        return DX_CODES
-    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return CLASS_NAMES[_known(task)]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..paths import walk_files
-from ..labels import ALL_DX, BINARY_LABEL, DX_CODES
+from ..labels import ALL_DX, BINARY_LABEL, LABEL_MAPS
 from ..errors import DataError
 from .metadata import IMAGE_EXTENSIONS, METADATA_FILENAME, _rows, csv_delimiter, read_csv_checked, validate_table
 
@@ -327,11 +327,11 @@ def recorded_table(record: dict | None, root: str | Path | None = None) -> pd.Da
 
 
 def check_task(frame: pd.DataFrame, task: str, where: str) -> None:
-    """The 7-class task needs HAM10000's codes: rows with scc/benign/malignant are refused, by name."""
-    if task != "7class":
-        return
-    other = frame.index[~frame["dx"].isin(DX_CODES)]
+    """Every row's dx must have a target in ``task`` (the 7-class task needs HAM10000's codes: rows with
+    scc/benign/malignant are refused, by name)."""
+    known = LABEL_MAPS[task]
+    other = frame.index[~frame["dx"].isin(list(known))]
     if len(other):
         raise DataError(f"{where}: {len(other)} image(s) have dx {', '.join(sorted(set(frame.loc[other, 'dx'])))}, "
-                        f"outside the 7 classes ({', '.join(DX_CODES)}). Remedy: train --task binary, or map them to "
-                        "HAM10000 codes with --values.")
+                        f"outside the {len(set(known.values()))} classes of --task {task} ({', '.join(known)}). Remedy: train --task binary, or map "
+                        "them to HAM10000 codes with --values.")

@@ -4,6 +4,7 @@ still write. Pure functions of the metrics, the bundle config and the split summ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ..models.task import get_task
 
 AUTHOR = "author"
 FILLED = "filled"
@@ -41,7 +42,7 @@ def checklist(metrics: dict, config: dict, split: dict | None = None) -> list[It
              "missing or undecodable (ids in split.json). Still to write: the clinical inclusion criteria."),
         Item("Outcome and reference standard", "TRIPOD+AI 8a; CLAIM 9-10", "partly",
              "malignant = akiec, bcc or mel; benign = nv, bkl, df or vasc (HAM10000 dx codes"
-             + (", 7-class output" if config.get("task") == "7class" else "") + "). Still to write: how each diagnosis "
+             + ("" if get_task(config.get("task") or "binary").binary else ", 7-class output") + "). Still to write: how each diagnosis "
              "was confirmed (histopathology, follow-up, expert consensus, confocal) and by whom."),
         Item("Predictors / inputs", "TRIPOD+AI 9a; CLAIM 13", FILLED,
              "the dermoscopic image" + (f" and patient metadata ({', '.join(meta['fields'])}; `dx_type` refused because "

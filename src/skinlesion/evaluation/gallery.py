@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..models.task import get_task
 from .. import atomic
 from ..labels import DX_CODES
 
@@ -67,5 +68,5 @@ def error_gallery(bundle, preds: pd.DataFrame, paths: dict[str, str], out_dir: P
                     entry["error"] = str(exc)[:200]
             rows.append(entry)
         out["groups"][key] = {"title": title, "items": rows}
-    out["confused_pairs"] = confused_pairs(preds) if bundle.task == "7class" else []
+    out["confused_pairs"] = confused_pairs(preds) if not get_task(bundle.task).binary else []
     return out

@@ -6,6 +6,7 @@ import html
 import json
 from pathlib import Path
 
+from ..models.task import get_task
 from .. import atomic
 from ..data.run import Run, read_json
 from ..data.split import format_table
@@ -255,7 +256,7 @@ def write_model_card(out_dir: Path, metrics: dict, bundle_config: dict, run_dir:
     lines = [f"# Model card: {_md(cfg['architecture'])} ({_md(cfg['task'])}) — skinlesion", "",
              "## Intended use", "", f"- {NOTICE}",
              "- Intended for research and teaching on dermoscopic skin-lesion classification (benign vs malignant"
-             + (" and the 7 HAM10000 diagnoses" if cfg["task"] == "7class" else "") + ").",
+             + ("" if get_task(cfg["task"]).binary else f" and {get_task(cfg['task']).description}") + ").",
              "- Out of scope: any clinical decision, screening of patients, non-dermoscopic images, body sites or "
              "populations not represented in the training data.", "",
              "## Model", "", f"- Backbone `{_md(cfg['architecture'])}` (timm `{_md(cfg['timm_id'])}`), input "

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
+from ..models.task import get_task
 from .. import __version__, atomic
 from ..errors import SkinlesionError
 from ..data.transforms import COLOUR_CONSTANCY, Preprocessing
-from ..labels import BINARY_LABEL, DX_CODES, SEVEN_CLASS_LABEL, class_names
+from ..labels import DX_CODES
 from ..models.classifier import LesionClassifier, ModelOptions, build_model
 from ..models.registry import BackboneSpec
 
@@ -85,10 +86,10 @@ def bundle_config(spec: BackboneSpec, pre: Preprocessing, task: str, dropout: fl
         "format_version": FORMAT_VERSION,
         "architecture": spec.name, "timm_id": spec.timm_id, "backbone": spec.to_dict(),
         "preprocessing": pre.to_dict(),
-        "task": task, "class_names": list(class_names(task)),
-        "dx_to_label": dict(BINARY_LABEL) if task == "binary" else dict(SEVEN_CLASS_LABEL),
+        "task": task, "class_names": list(get_task(task).class_names),
+        "dx_to_label": dict(get_task(task).label_map),
         "dx_codes": list(DX_CODES),
-        "head": {"dropout": dropout, "outputs": 1 if task == "binary" else 7},
+        "head": {"dropout": dropout, "outputs": get_task(task).outputs},
         "threshold": {"value": 0.5, "source": "default 0.5 (run `skinlesion tune-threshold`)"},
         "metrics": metrics, "training_data": fingerprint, "library_versions": library_versions(),
         "intended_use": "research and education only; not a medical device",

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.task import get_task
 from .. import atomic
 from ..errors import SkinlesionError
 from ..data.images import ImageDecodeError
@@ -94,9 +95,8 @@ def export_onnx(bundle_dir: str | Path, out: str | Path, sample_images: list[str
             "image: float32 [batch, 3, %d, %d], RGB, normalised" % (s, s)
             + (f"; metadata: float32 [batch, {encoder.dim}] encoded as described under 'metadata'" if encoder else ""),
             "metadata": encoder.to_dict() if encoder else None,
-            "output": "logits: float32 [batch, %d]" % (1 if bundle.task == "binary" else 7),
-            "probability": ("sigmoid(logits[:, 0])" if bundle.task == "binary" else
-                            "softmax(logits); p(malignant) = p(akiec) + p(bcc) + p(mel)")
+            "output": "logits: float32 [batch, %d]" % get_task(bundle.task).outputs,
+            "probability": get_task(bundle.task).probability_formula
             + ("; the calibrated probability skinlesion reports is calibration.formula applied to it, with "
                "logit(p) = log(p / (1 - p)); decisions compare the uncalibrated p with threshold (equivalently the "
                "calibrated one with threshold_calibrated)" if bundle.config.get("calibration") else ""),
@@ -143,13 +143,9 @@ def _reference(bundle, session, path: Path, encoder) -> dict:
     logits = session.run(["logits"], feeds)[0][0]
     missing = pd.DataFrame([{"age": None, "sex": None, "localization": None}])
     row = Predictor(bundle, batch_size=1).predict([pixels], missing if encoder else None).iloc[0]
-    z = np.asarray(logits, dtype=np.float64)
-    if bundle.task == "binary":
-        from_logits = float(1 / (1 + np.exp(-z[0])))
-    else:
-        e = np.exp(z - z.max())
-        names = list(bundle.config["class_names"])
-        from_logits = float(sum(e[names.index(c)] for c in ("akiec", "bcc", "mel")) / e.sum())
+    task = get_task(bundle.task)  # p(malignant) from onnxruntime's logits, independent of the PyTorch path above
+    from_logits = float(task.p_malignant(task.class_probabilities(torch.from_numpy(np.asarray(logits)[None]).double())
+                                         )[0])
     return {"image": path.name, "width": int(pixels.shape[1]), "height": int(pixels.shape[0]),
             "input_tensor_mean": float(x.mean()), "input_tensor_std": float(x.std()),
             "logits": [float(v) for v in logits], "probability_from_logits": from_logits,

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..models.task import get_task
 from .. import atomic
 from ..data.images import ImageDecodeError
-from ..labels import MALIGNANT_CLASS_INDICES
 from ..paths import check_outputs
 from .bundle import Bundle, load_bundle
 
@@ -22,11 +22,7 @@ class MalignantLogit:
         self.task = task
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        if self.task == "binary":
-            return output[0]
-        mal = list(MALIGNANT_CLASS_INDICES)
-        ben = [i for i in range(output.shape[-1]) if i not in mal]
-        return torch.logsumexp(output[mal], 0) - torch.logsumexp(output[ben], 0)
+        return get_task(self.task).malignant_score(output)
 
 
 def last_spatial_layer(backbone: nn.Module, size: int = 64) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.task import get_task
 from .hub_ref import BUNDLE_DIR, HubError, parse_ref  # noqa: F401 - HubError: part of this module's API
 from ..data.run import Run
 
@@ -49,11 +50,10 @@ def timm_layout(bundle, out: Path) -> dict:
     p = bundle.preprocessing
     data_config = {"input_size": [3, p.image_size, p.image_size], "mean": list(p.mean), "std": list(p.std),
                    "crop_pct": p.image_size / p.resize_size, "interpolation": "bilinear"}
-    labels = cfg.get("class_names") if single and cfg["task"] == "7class" else None
+    labels = cfg.get("class_names") if single and not get_task(cfg["task"]).binary else None
     save_for_hf(image_model, str(out), model_config={"label_names": labels} if labels else None,
                 safe_serialization=True, data_config=data_config)
-    what = ("the whole image model: logits of " + ("p(malignant) (1 output, sigmoid)" if cfg["task"] == "binary" else
-                                                   "the 7 dx classes (softmax)")) if single else \
+    what = (f"the whole image model: logits ({get_task(cfg['task']).probability_formula})") if single else \
         "the first member's backbone only (num_classes=0: a feature extractor); the full model is skinlesion's"
     return {"saved": True, "timm_id": timm_id, "what": what}
 

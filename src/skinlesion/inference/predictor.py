@@ -9,9 +9,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from ..models.task import get_task
 from .. import console
 from ..data.images import ImageDecodeError, _to_rgb, check_dimensions
-from ..labels import DX_CODES, MALIGNANT_CLASS_INDICES
 from ..models.classifier import class_probabilities, tta_views
 from .bundle import Bundle, load_bundle
 
@@ -25,14 +25,12 @@ def forward_probs(model, x: torch.Tensor, task: str, tta: bool = False,
     views = [v.contiguous(memory_format=torch.channels_last) for v in tta_views(x, tta)]
     call = (lambda v: model(v)) if meta is None else (lambda v: model(v, meta.to(v.device)))
     classes = torch.stack([class_probabilities(call(v), task) for v in views]).mean(0)
-    if task == "binary":
-        return classes[:, 1], classes
-    return classes[:, list(MALIGNANT_CLASS_INDICES)].sum(1), classes
+    return get_task(task).p_malignant(classes), classes
 
 
 def probability_columns(task: str, classes: np.ndarray) -> dict[str, np.ndarray]:
     """Per-dx probability columns for a 7-class model (none for binary)."""
-    return {f"p_{dx}": np.asarray(classes[:, j], dtype=np.float64) for j, dx in enumerate(DX_CODES)} if task == "7class" else {}
+    return get_task(task).probability_columns(classes)
 
 
 def prediction_frame(rows: pd.DataFrame, prob: np.ndarray, classes: np.ndarray, task: str) -> pd.DataFrame:
@@ -117,7 +115,7 @@ class Predictor:
         if self.calibration is not None:
             from ..evaluation.calibration import rescale_classes
             prob = self.calibration.apply(raw)
-            if self.bundle.task == "7class":
+            if not get_task(self.bundle.task).binary:  # p_<dx> columns summing to the calibrated p(malignant)
                 classes = rescale_classes(classes, raw, prob)
         out = pd.DataFrame({"probability": prob})
         if self.calibration is not None:

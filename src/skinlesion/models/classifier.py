@@ -6,13 +6,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..labels import MALIGNANT_CLASS_INDICES
 from .registry import BackboneSpec
+from .task import get_task
 from .weights import create_backbone
 
 
 def num_outputs(task: str) -> int:
-    return 1 if task == "binary" else 7
+    return get_task(task).outputs
 
 
 META_WIDTH = 32
@@ -75,17 +75,12 @@ def tta_views(x: torch.Tensor, tta: bool = True) -> list[torch.Tensor]:
 
 def malignant_probability(logits: torch.Tensor, task: str) -> torch.Tensor:
     """p(malignant): sigmoid of the single logit, or p(akiec) + p(bcc) + p(mel) for 7 classes."""
-    if task == "binary":
-        return torch.sigmoid(logits.float().reshape(-1))
-    return torch.softmax(logits.float(), dim=1)[:, list(MALIGNANT_CLASS_INDICES)].sum(dim=1)
+    return get_task(task).p_malignant(class_probabilities(logits, task))
 
 
 def class_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
     """Per-class probabilities: (N, 2) benign/malignant or (N, 7) dx."""
-    if task == "binary":
-        p = torch.sigmoid(logits.float().reshape(-1))
-        return torch.stack([1 - p, p], dim=1)
-    return torch.softmax(logits.float(), dim=1)
+    return get_task(task).class_probabilities(logits)
 
 
 def parameter_groups(backbone: nn.Module) -> list[list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .task import get_task
 from .classifier import LesionClassifier, class_probabilities
 
 EPS = 1e-7
@@ -37,7 +38,4 @@ class EnsembleClassifier(nn.Module):
         if self.combine == "mean_logit":
             return torch.stack(outs).mean(0)
         p = torch.stack([class_probabilities(o, self.task) for o in outs]).mean(0)
-        if self.task == "binary":
-            q = p[:, 1].clamp(EPS, 1 - EPS)
-            return torch.log(q / (1 - q)).unsqueeze(1)
-        return torch.log(p.clamp_min(EPS))
+        return get_task(self.task).logits_from_probabilities(p, EPS)

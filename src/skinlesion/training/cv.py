@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..models.task import get_task
 from .. import atomic
 from ..config import ConfigError, RunConfig, load_config, save_config
 from ..errors import DataError
@@ -77,7 +78,7 @@ def run_cv(cfg: RunConfig, run: Run | str | Path, opts: CVOptions = CVOptions())
     run_dir, echo = run.path, run.console.echo
     if opts.stack is not None and opts.stack not in STACKS:
         raise ConfigError(f"--stack {opts.stack!r} is not known ({', '.join(STACKS)}). Remedy: --stack gbdt")
-    if opts.stack and cfg.train.task != "binary":
+    if opts.stack and not get_task(cfg.train.task).binary:
         raise ConfigError("--stack gbdt stacks p(malignant) and needs a binary cv. Remedy: drop --task 7class, or "
                           "drop --stack.")
     if not 2 <= folds <= 50 or not 1 <= seeds <= 20:

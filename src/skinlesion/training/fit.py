@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..models.task import get_task
 from .. import atomic
 from ..config import RECIPE_KEYS, RunConfig, save_config
 from ..data.cache import build_cache, default_num_workers
@@ -274,7 +275,7 @@ def train(cfg: RunConfig, run: Run | str | Path, resume: bool = False, callbacks
     train_labels = split["label"].iloc[data.train_idx]
     config["augmentation"] = data.augmentation
     config["training_prior"] = {  # what class weighting did to the logits: undone by the calibration's offset
-        "pos_weight": float(data.loss_weight.item()) if t.task == "binary" and data.loss_weight is not None else None,
+        "pos_weight": float(data.loss_weight.item()) if get_task(t.task).binary and data.loss_weight is not None else None,
         "balanced_sampler": bool(t.balanced_sampler), "train_prevalence": float(train_labels.mean()),
         "label_smoothing": float(t.label_smoothing), "mixup": float(t.mixup), "cutmix": float(t.cutmix)}
     config["training_limits"] = {  # every setting that limits training, for the card and report to state

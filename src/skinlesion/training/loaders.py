@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..models.task import get_task
 from ..data.batch_augment import BatchAugment, CenterBatch
 from ..data.cache import AugmentedBatches, CachedImages, DeviceBatches, EpochSampler, default_num_workers
 from ..data.transforms import Preprocessing
-from ..labels import DX_CODES, label_for
+from ..labels import label_for
 from .module import class_weights
 
 
@@ -73,9 +74,7 @@ def build_data(split, cache, pre: Preprocessing, t, gpu_augment: bool, device_ca
         summary = "class imbalance: balanced sampler (no loss weight)"
     else:
         sample_w, loss_weight = None, weights
-        summary = "class imbalance: " + (
-            f"pos_weight = benign/malignant = {weights.item():.3f}" if t.task == "binary" else
-            "class weights " + ", ".join(f"{d}={w:.2f}" for d, w in zip(DX_CODES, weights.tolist())))
+        summary = "class imbalance: " + get_task(t.task).weight_summary(weights)
     augment = BatchAugment(pre.image_size, pre.mean, pre.std, t.augment)
     val_ds = CachedImages(cache, val_idx, targets[val_idx], pre.eval_transform())
     if not gpu_augment:

@@ -9,12 +9,11 @@ from typing import NamedTuple
 import lightning as L
 import numpy as np
 import torch
-from torch import nn
 
 from ..data.batch_augment import BatchAugment
 from ..evaluation.metrics import epoch_metrics
-from ..labels import MALIGNANT_CLASS_INDICES
 from ..models.classifier import LesionClassifier, class_probabilities, frozen_eval_mode
+from ..models.task import get_task
 from . import recipe
 
 
@@ -37,15 +36,7 @@ class Phase:
 def class_weights(labels: np.ndarray, task: str) -> torch.Tensor:
     """Binary: ``pos_weight`` = benign/malignant count of the training split. 7-class: inverse
     frequency, normalised to mean 1 over the classes present."""
-    labels = np.asarray(labels)
-    if task == "binary":
-        pos, neg = int((labels == 1).sum()), int((labels == 0).sum())
-        if pos == 0 or neg == 0:
-            raise ValueError(f"the training split needs both classes (benign {neg}, malignant {pos})")
-        return torch.tensor([neg / pos], dtype=torch.float32)
-    counts = np.bincount(labels, minlength=7).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
-    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+    return get_task(task).class_weights(labels)
 
 
 class LesionModule(L.LightningModule):
@@ -72,10 +63,7 @@ class LesionModule(L.LightningModule):
             self.ema = ModelEmaV3(model, decay=t.ema_decay, use_warmup=True)
             self.ema.requires_grad_(False)  # a copy, never trained: DDP must not wait for gradients of it
         object.__setattr__(self, "mixer", recipe.build_mixer(t, t.task))
-        if t.task == "binary":
-            self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=loss_weight)
-        else:
-            self.loss_fn = nn.CrossEntropyLoss(weight=loss_weight)
+        self.loss_fn = get_task(t.task).loss(loss_weight)
         self._val_outputs: list[tuple[torch.Tensor, ...]] = []
         self.val_predictions: dict[str, np.ndarray] = {}
 
@@ -184,9 +172,10 @@ class LesionModule(L.LightningModule):
         if not self._val_outputs:
             return
         idx, classes, y = self._gathered()
-        prob = classes[:, 1] if self.task == "binary" else classes[:, list(MALIGNANT_CLASS_INDICES)].sum(1)
+        task = get_task(self.task)
+        prob = task.p_malignant(classes)
         self.val_predictions = {"index": idx, "probability": prob, "classes": classes, "target": y}
-        binary = y if self.task == "binary" else np.isin(y, MALIGNANT_CLASS_INDICES).astype(int)
+        binary = task.malignant(y)
         for name, value in epoch_metrics(binary, prob).items():
             self.log(f"val/{name}", 0.0 if math.isnan(value) else value, prog_bar=name in ("roc_auc", "pr_auc"),
                      sync_dist=True)  # identical on every rank (gathered); syncing only silences a warning

@@ -7,7 +7,7 @@ import dataclasses
 import math
 
 import torch
-from torch import nn
+from ..models.task import get_task
 
 
 #: Default batch per device; with CUDA the recipe's lr (tuned at CPU_BATCH) is scaled by sqrt(batch ratio),
@@ -72,21 +72,15 @@ def build_mixer(t, task: str):
         return None
     from timm.data import Mixup
     return Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, prob=t.mix_prob, mode="batch",
-                 label_smoothing=t.label_smoothing, num_classes=2 if task == "binary" else 7)
+                 label_smoothing=t.label_smoothing, num_classes=len(get_task(task).class_names))
 
 
 def smooth(y: torch.Tensor, task: str, label_smoothing: float) -> torch.Tensor:
     """Soft targets: binary p(malignant) in [ls/2, 1 - ls/2]; 7-class one-hot smoothed over 7 classes."""
-    if task == "binary":
-        return y.float() * (1 - label_smoothing) + label_smoothing / 2
-    return nn.functional.one_hot(y.long(), 7).float() * (1 - label_smoothing) + label_smoothing / 7
+    return get_task(task).smooth(y, label_smoothing)
 
 
 def loss_on(loss_fn, logits: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
     """The task's loss for hard (class index) or soft (probability) targets; soft 2-class targets from
     Mixup become p(malignant) for the single binary logit."""
-    if task == "binary":
-        if target.dim() == 2:
-            target = target[:, 1]
-        return loss_fn(logits.reshape(-1).float(), target.float())
-    return loss_fn(logits.float(), target if target.dim() == 2 else target.long())
+    return get_task(task).loss_on(loss_fn, logits, target)

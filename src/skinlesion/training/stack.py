@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..models.task import get_task
 from .. import atomic
 from ..data.run import Run
 from ..errors import DataError
@@ -95,7 +96,7 @@ def fit_stack(ctx, ensemble_bundle: Path, members: list[Path], target: float, cf
     from ..evaluation.calibration import Calibration, fit_for_bundle
     run = Run(ctx.run_dir)
     image = load_bundle(ensemble_bundle)
-    if image.task != "binary":
+    if not get_task(image.task).binary:
         raise DataError("--stack gbdt stacks p(malignant): it needs a binary cv (--task binary).")
     oof = read_csv_exact(run.oof_predictions, "re-run `skinlesion cv --resume`.",
                          ("image_id", "label", "probability", "fold"))
