@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,19 @@ def test_probabilities_per_task():
     logits1 = torch.randn(5, 1)
     assert torch.allclose(malignant_probability(logits1, "binary"), torch.sigmoid(logits1[:, 0]))
     assert torch.allclose(class_probabilities(logits1, "binary").sum(1), torch.ones(5))
+
+
+def test_each_task_answers_the_same_questions_through_one_interface():
+    from skinlesion.models.task import get_task
+    logits7, logits1 = torch.randn(6, 7), torch.randn(6, 1)
+    for task, logits in (("7class", logits7), ("binary", logits1)):
+        t = get_task(task)
+        classes = t.class_probabilities(logits)
+        assert classes.shape == (6, len(t.class_names)) and torch.allclose(classes.sum(1), torch.ones(6))
+        assert torch.allclose(t.p_malignant(classes), malignant_probability(logits, task))
+        # an ensemble of one: its logits give back the same class probabilities
+        assert torch.allclose(t.class_probabilities(t.logits_from_probabilities(classes, 1e-7)), classes, atol=1e-5)
+        assert t.outputs == logits.shape[1] and t.label("mel") in range(len(t.class_names))
+    assert list(get_task("7class").malignant(np.array([0, 1, 2, 4, 5]))) == [1, 1, 0, 1, 0]  # akiec, bcc, mel
+    with pytest.raises(ValueError, match="unknown task 'x'; expected one of binary, 7class"):
+        get_task("x")

@@ -9,7 +9,6 @@ use.
 """
 from __future__ import annotations
 
-import copy
 import datetime
 import hashlib
 import json
@@ -133,7 +132,7 @@ def adapt(bundle_dir: str | Path, site: SiteSpec, out: str | Path, unlabelled: b
               "calibration": new_cal.to_dict() if new_cal else None,
               "ece_at_site": {"raw": expected_calibration_error(y, p),
                               "calibrated": expected_calibration_error(y, new_cal.apply(p)) if new_cal else None}}
-    config = copy.deepcopy(bundle.config)
+    config = bundle.config.to_json()
     op = {"sensitivity": tuned["in_sample"]["sensitivity"]["value"],
           "specificity": tuned["in_sample"]["specificity"]["value"]}
     config["threshold"] = {"value": tuned["threshold"], "source": f"adapted at site {name}: highest threshold with "

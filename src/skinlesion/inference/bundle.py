@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -12,21 +10,13 @@ from pathlib import Path
 
 import torch
 
-from ..models.task import get_task
-from .. import __version__, atomic
+from .. import atomic
 from ..errors import SkinlesionError
-from ..data.transforms import COLOUR_CONSTANCY, Preprocessing
-from ..labels import DX_CODES
+from ..data.transforms import Preprocessing
 from ..models.classifier import LesionClassifier, ModelOptions, build_model
-from ..models.registry import BackboneSpec
-
-FORMAT_VERSION = 1
-SUPPORTED_FORMATS = (1,)
-
-
-class BundleError(SkinlesionError, ValueError):
-    """A bundle folder is missing, damaged or inconsistent; the message names the file."""
-
+from .bundle_config import (FORMAT_VERSION, SUPPORTED_FORMATS, BundleConfig, BundleError,  # noqa: F401 - the API
+                            _check_ensemble_weights, _check_size_before_building, bundle_config, library_versions,
+                            read_config, validate_config)
 
 def seen_ids(rows) -> list[str]:
     """Short SHA-256 digests of the image ids a model trained or was selected on (train + val), stored
@@ -71,31 +61,6 @@ def keep_tuning(bundle: Path, config: dict) -> dict:
     return out
 
 
-def library_versions() -> dict[str, str]:
-    import lightning
-    import timm
-    import torchvision
-    return {"skinlesion": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "timm": timm.__version__, "lightning": lightning.__version__, "python": platform.python_version()}
-
-
-def bundle_config(spec: BackboneSpec, pre: Preprocessing, task: str, dropout: float, metrics: dict,
-                  fingerprint: dict) -> dict:
-    """The config.json content (format version 1)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "architecture": spec.name, "timm_id": spec.timm_id, "backbone": spec.to_dict(),
-        "preprocessing": pre.to_dict(),
-        "task": task, "class_names": list(get_task(task).class_names),
-        "dx_to_label": dict(get_task(task).label_map),
-        "dx_codes": list(DX_CODES),
-        "head": {"dropout": dropout, "outputs": get_task(task).outputs},
-        "threshold": {"value": 0.5, "source": "default 0.5 (run `skinlesion tune-threshold`)"},
-        "metrics": metrics, "training_data": fingerprint, "library_versions": library_versions(),
-        "intended_use": "research and education only; not a medical device",
-    }
-
-
 def save_bundle(model, config: dict, out: str | Path) -> Path:
     """Write the bundle folder atomically (built in a temp folder, then renamed over ``out``)."""
     from safetensors.torch import save_file
@@ -136,173 +101,9 @@ def update_config(bundle: str | Path, **changes) -> dict:
     path = Path(bundle) / "config.json"
     config = read_config(Path(bundle))
     config.update(changes)
-    validate_config(config, path)
+    BundleConfig.from_json(config, path)
     atomic.write_json(path, config)
     return config
-
-
-def read_config(path: Path) -> dict:
-    """The parsed config.json of bundle folder ``path``, or a BundleError naming what is wrong."""
-    cfg_path = path / "config.json"
-    if not path.is_dir() or not cfg_path.is_file() or not (path / "model.safetensors").is_file():
-        raise BundleError(f"{path} is not a model bundle (needs config.json and model.safetensors). Remedy: pass "
-                          "the bundle/ folder of a trained run (`skinlesion train --out RUN` writes RUN/bundle).")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise BundleError(f"{cfg_path}: not valid JSON ({exc}); the bundle is damaged. Remedy: copy the bundle "
-                          "again or re-train.") from None
-    if not isinstance(config, dict):
-        raise BundleError(f"{cfg_path}: expected a JSON object; the bundle is damaged. Remedy: copy it again.")
-    return config
-
-
-def _check_metadata(config: dict, cfg_path: Path) -> None:
-    meta = config.get("metadata")
-    if not meta:
-        return
-    from ..data.tabular import MetadataEncoder, parse_fields
-    try:
-        enc = MetadataEncoder.from_dict(meta)
-        parse_fields(enc.fields)
-        assert enc.dim == int(meta["dim"]) and _finite(enc.age_mean) and _finite(enc.age_std) and enc.age_std > 0
-    except SkinlesionError:
-        raise
-    except Exception:  # noqa: BLE001
-        raise BundleError(f"{cfg_path}: its 'metadata' encoder is damaged. Remedy: copy the bundle again or "
-                          "re-train.") from None
-
-
-#: Shown by predict, serve's page, reports and model cards: (path, allowed types). Checked by type so a
-#: hostile config.json cannot smuggle markup or script into a page, or a huge number into memory.
-_TYPED_FIELDS = (
-    (("threshold", "target_sensitivity"), (int, float, type(None))),
-    (("threshold", "source"), (str, type(None))),
-    (("threshold", "tta"), (bool, type(None))),
-    (("threshold", "operating_point"), (dict, type(None))),
-    (("architecture",), (str,)),
-    (("intended_use",), (str, type(None))),
-    (("limitations",), (list, type(None))),
-    (("class_names",), (list, type(None))),
-    (("metrics",), (dict, type(None))),
-    (("ensemble",), (dict, type(None))),
-    (("stack",), (dict, type(None))),
-)
-MAX_ENSEMBLE = 100
-
-
-def _check_fields(config: dict, cfg_path: Path) -> None:
-    for keys, types in _TYPED_FIELDS:
-        value = config
-        for k in keys:
-            value = value.get(k) if isinstance(value, dict) else None
-        if not isinstance(value, types) or (isinstance(value, float) and not math.isfinite(value)):
-            raise BundleError(f"{cfg_path}: {'.'.join(keys)} = {str(value)[:60]!r} is not a "
-                              f"{' or '.join(t.__name__.replace('NoneType', 'null') for t in types)}; the bundle is "
-                              "damaged or was edited. Remedy: copy it again or re-train.")
-    op = (config.get("threshold") or {}).get("operating_point") or {}
-    texts = [*(config.get("limitations") or []), *(config.get("class_names") or [])]
-    if any(isinstance(v, str) for v in op.values()) or not all(isinstance(v, str) for v in texts):
-        raise BundleError(f"{cfg_path}: threshold.operating_point must hold no text, and limitations/class_names only text. "
-                          "Remedy: copy the bundle again or re-train.")
-    stack = config.get("stack")
-    if stack is not None:
-        tr = stack.get("trees")  # a dict: _TYPED_FIELDS checked it above
-        limits = {"n_trees": 10_000, "width": 100_000, "depth": 64}
-        ok = isinstance(tr, dict) and all(isinstance(tr.get(k), int) and not isinstance(tr.get(k), bool)
-                                          and 1 <= tr[k] <= hi for k, hi in limits.items())
-        if not ok or config.get("task") != "binary" or not isinstance(stack.get("base_uses_metadata"), bool) \
-                or not isinstance(stack.get("base_metadata_dim"), int):
-            raise BundleError(f"{cfg_path}: its 'stack' entry is damaged (trees n_trees/width/depth, "
-                              "base_uses_metadata, base_metadata_dim; binary task). Remedy: copy the bundle again or "
-                              "re-run `skinlesion cv --resume --stack gbdt`.")
-    ens = config.get("ensemble")
-    if ens is not None:
-        size = ens.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_ENSEMBLE:
-            raise BundleError(f"{cfg_path}: ensemble.size {size!r} must be a whole number from 1 to {MAX_ENSEMBLE}. "
-                              "Remedy: copy the bundle again or re-train.")
-
-
-def _check_size_before_building(path: Path, build) -> None:
-    """The model config.json describes, built on the meta device (no memory), has as many weights as
-    model.safetensors holds (read from its header): a hostile or mismatched config cannot make skinlesion
-    allocate a model far larger than the file it came with."""
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
-            in_file = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    except Exception as exc:  # noqa: BLE001
-        raise BundleError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(exc)[:200]}); the "
-                          "bundle is damaged. Remedy: copy it again or re-train.") from None
-    try:
-        with torch.device("meta"):
-            described = sum(t.numel() for t in build().state_dict().values())
-    except Exception:  # noqa: BLE001 - a model that cannot be built on meta: the real build reports it
-        return
-    if described != in_file:
-        raise BundleError(f"{path / 'config.json'} describes a model with {described:,} weights but "
-                          f"model.safetensors holds {in_file:,}. Remedy: keep config.json and model.safetensors of "
-                          "the same bundle together, or re-train.")
-
-
-def _check_ensemble_weights(path: Path, size: int, prefix: str = "members.") -> None:
-    """Before an ensemble is built: model.safetensors (read from its header only) holds ``size`` members."""
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
-            members = {k[len(prefix):].split(".")[0] for k in f.keys() if k.startswith(prefix)}
-    except Exception as exc:  # noqa: BLE001
-        raise BundleError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(exc)[:200]}); the "
-                          "bundle is damaged. Remedy: copy it again or re-train.") from None
-    if len(members) != size:
-        raise BundleError(f"{path / 'config.json'}: ensemble.size is {size} but model.safetensors holds {len(members)} "
-                          "member models. Remedy: keep config.json and model.safetensors of the same bundle together.")
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def validate_config(config: dict, cfg_path: Path) -> None:
-    """Known format, known task, a finite threshold in [0, 1], a positive finite temperature."""
-    version = config.get("format_version")
-    if version not in SUPPORTED_FORMATS:
-        raise BundleError(f"{cfg_path}: bundle format {version!r} is not supported by skinlesion {__version__} "
-                          f"(supported: {', '.join(map(str, SUPPORTED_FORMATS))}). Remedy: use the skinlesion "
-                          "version that wrote it, or re-train.")
-    for key in ("architecture", "task", "backbone", "preprocessing", "head", "threshold"):
-        if key not in config:
-            raise BundleError(f"{cfg_path}: missing key {key!r}; the bundle is damaged. Remedy: copy it again or re-train.")
-    if config["task"] not in ("binary", "7class"):
-        raise BundleError(f"{cfg_path}: unknown task {config['task']!r} (expected binary or 7class); the bundle "
-                          "is damaged. Remedy: copy it again or re-train.")
-    t = (config.get("threshold") or {}).get("value") if isinstance(config.get("threshold"), dict) else None
-    if not _finite(t) or not 0.0 <= t <= 1.0:
-        raise BundleError(f"{cfg_path}: threshold {t!r} is not a number in [0, 1]. Remedy: re-run `skinlesion "
-                          "tune-threshold RUN_DIR`, or set threshold.value to 0.5.")
-    _check_metadata(config, cfg_path)
-    _check_fields(config, cfg_path)
-    cal = config.get("calibration")
-    if cal is not None:
-        keys = ("slope", "intercept", "offset") if isinstance(cal, dict) and "slope" in cal else ("temperature",)
-        values = [cal.get(k, 0.0) if isinstance(cal, dict) else cal for k in keys]
-        bad = [(k, v) for i, (k, v) in enumerate(zip(keys, values)) if not _finite(v) or (i == 0 and v <= 0)]
-        if bad:
-            raise BundleError(f"{cfg_path}: calibration {bad[0][0]} {bad[0][1]!r} must be a "
-                              f"{'positive' if bad[0][0] == keys[0] else 'finite'} number. Remedy: re-run "
-                              "`skinlesion tune-threshold RUN_DIR` (it refits the calibration), or remove the key.")
-    try:
-        size = int(config["preprocessing"]["image_size"])
-        resize = int(config["preprocessing"]["resize_size"])
-        assert 16 <= size <= 2048 and size <= resize <= 4096
-        assert len(config["preprocessing"]["mean"]) == 3 and len(config["preprocessing"]["std"]) == 3
-        assert all(_finite(v) and v > 0 for v in config["preprocessing"]["std"])
-        assert all(_finite(v) for v in config["preprocessing"]["mean"])
-        assert config["preprocessing"].get("colour_constancy") in (None, *COLOUR_CONSTANCY)
-    except (KeyError, TypeError, ValueError, AssertionError):
-        raise BundleError(f"{cfg_path}: preprocessing {config.get('preprocessing')!r} is invalid (image_size 16-2048 "
-                          "<= resize_size, 3 means, 3 positive stds, colour_constancy null or shades_of_gray). Remedy: copy the bundle again or re-train.") from None
 
 
 @dataclass
@@ -310,16 +111,20 @@ class Bundle:
     """A loaded bundle: the model in eval mode, its config and its preprocessing."""
 
     model: LesionClassifier
-    config: dict
+    config: BundleConfig
     preprocessing: Preprocessing
+
+    def __post_init__(self):
+        if not isinstance(self.config, BundleConfig):  # a config built in this process (not read from disk)
+            self.config = BundleConfig(self.config)
 
     @property
     def task(self) -> str:
-        return self.config["task"]
+        return self.config.task
 
     @property
     def threshold(self) -> float:
-        return float(self.config["threshold"]["value"])
+        return self.config.threshold
 
     @property
     def encoder(self):
@@ -341,11 +146,9 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
     from .hub_ref import resolve
     path = resolve(path)  # a local folder, or hf-hub:ORG/NAME[@rev] downloaded to the Hub cache
     cfg_path = path / "config.json"
-    config = read_config(path)
-    validate_config(config, cfg_path)
+    config = BundleConfig.read(path)
     try:
-        b = dict(config["backbone"])
-        spec = BackboneSpec(**{**b, "mean": tuple(b["mean"]), "std": tuple(b["std"])})
+        spec = config.backbone
         meta_dim = int((config.get("metadata") or {}).get("dim", 0))
         stack = config.get("stack")
         base_dim = int(stack["base_metadata_dim"]) if stack else meta_dim
@@ -387,6 +190,4 @@ def load_bundle(path: str | Path, map_location: str = "cpu") -> Bundle:
     if bad:
         raise BundleError(f"{path / 'model.safetensors'}: tensor(s) {', '.join(bad[:5])} hold NaN or infinite "
                           "values. Remedy: re-train (lower --lr) or use another bundle.")
-    p = config["preprocessing"]
-    pre = Preprocessing(p["image_size"], p["resize_size"], tuple(p["mean"]), tuple(p["std"]), p.get("colour_constancy"))
-    return Bundle(model.eval(), config, pre)
+    return Bundle(model.eval(), config, config.preprocessing)
