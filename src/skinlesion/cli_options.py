@@ -33,43 +33,35 @@ def overrides_of(args) -> dict:
     return {k: v for k, v in vars(args).items() if "." in k}
 
 
+def _section_flags(p: argparse.ArgumentParser, section: str, names: tuple[str, ...] | None = None) -> None:
+    """The flags of config section ``section`` (all declared with a flag, or those in ``names``)."""
+    from .config import SECTIONS, declared
+    for f in declared(SECTIONS[section]):
+        if f.metadata["flag"] is not False and (names is None or f.name in names):
+            _declared_flag(p, section, f)
+
+
 def _add_data_opts(p: argparse.ArgumentParser, required: bool = True, features: bool = False) -> None:
-    _opt(p, "--data", "data.root", "dataset root: HAM10000_metadata.csv plus images anywhere below", metavar="DIR")
+    """The dataset flags; with ``features`` (training verbs) --metadata also takes the fields to fuse, and
+    --merge-near-duplicates is offered (train makes the split when a run has none)."""
+    _section_flags(p, "data", ("root",))
     if features:
-        _add_merge_opt(p)
         p.add_argument("--metadata", action=_MetadataFlag, default=argparse.SUPPRESS, metavar="CSV|FIELDS",
                        help="metadata CSV if not DIR/HAM10000_metadata.csv; or, as a comma list of age,sex,"
                             "localization, the patient fields fused with the image (dx_type is refused: it "
                             "encodes the label)")
-    else:
-        _opt(p, "--metadata", "data.metadata", "metadata CSV if not DIR/HAM10000_metadata.csv", metavar="CSV")
-    _opt(p, "--allow-missing", "data.allow_missing", "fraction of images that may be missing or corrupt; "
-         "they are dropped and reported", type=float, metavar="FRACTION")
-    _opt(p, "--verify", "data.verify", "decode every image once to find corrupt files", action="store_true")
-    _opt(p, "--format", "data.format", "dataset layout: auto (by the files present), ham10000, isic, folders or csv",
-         choices=["auto", "ham10000", "isic", "folders", "csv"])
-    _opt(p, "--columns", "data.columns", "csv format: which columns hold what, e.g. "
-         "\"image=Image Name,dx=Clinical Diagnosis,group=patient\" (keys image, dx|label, group, age, sex, site)",
-         metavar="KEY=NAME,...")
-    _opt(p, "--values", "data.values", "map diagnosis/label values to dx codes, e.g. \"0=nv,1=nv,2=mel\" or "
-         "\"lentigo NOS=bkl\" (targets: akiec bcc bkl df mel nv vasc scc benign malignant)", metavar="RAW=CODE,...")
-
-
-def _add_merge_opt(p: argparse.ArgumentParser) -> None:
-    _opt(p, "--merge-near-duplicates", "data.merge_near_duplicates", "when the split is made: treat each group of "
-         "near-duplicate images (as `audit` finds them) as one lesion, so none crosses splits", action="store_true")
+    _section_flags(p, "data", ("allow_missing", "verify", "format", "columns", "values")
+                   + (() if features else ("metadata",)) + (("merge_near_duplicates",) if features else ()))
 
 
 def _add_split_opts(p: argparse.ArgumentParser) -> None:
-    _add_merge_opt(p)
-    _opt(p, "--seed", "split.seed", "random seed of the split", type=int)
-    _opt(p, "--ratios", "split.ratios", "train val test fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
-    _opt(p, "--folds", "split.folds", "grouped K-fold over train+val (test held out); fold 0 is val", type=int, metavar="K")
+    _section_flags(p, "data", ("merge_near_duplicates",))
+    _section_flags(p, "split")
 
 
-def _add_demo_opts(p: argparse.ArgumentParser) -> None:
-    _opt(p, "--n", "demo.n", "number of synthetic images", type=int)
-    _opt(p, "--seed", "demo.seed", "random seed of the synthetic data", type=int)
+def _add_demo_opts(p: argparse.ArgumentParser, training: bool = False) -> None:
+    """The demo data's flags (and with ``training``, the demo training's: --epochs, --image-size)."""
+    _section_flags(p, "demo", None if training else ("n", "seed"))
 
 
 def add_training_arguments(p: argparse.ArgumentParser, out_help: str) -> None:

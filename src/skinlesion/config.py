@@ -15,64 +15,22 @@ from typing import Any
 import yaml
 
 from . import atomic
-from .data.formats import FORMATS
 from .errors import SkinlesionError
-from .options import (AUGMENT_POLICIES, LOCKED_KEYS, LOGGERS, RECIPE_KEYS, TASKS, TrainConfig, _finite,  # noqa: F401
-                      _positive_int, declared, opt)
+from .options import (AUGMENT_POLICIES, LOCKED_KEYS, LOGGERS, RECIPE_KEYS, TASKS, DataConfig,  # noqa: F401
+                      DemoConfig, SplitConfig, TrainConfig, declared)
+
+#: The sections of a RunConfig, each declared once in options.py.
+SECTIONS = {"data": DataConfig, "split": SplitConfig, "demo": DemoConfig, "train": TrainConfig}
 
 
 class ConfigError(SkinlesionError, ValueError):
     """A config file or override is invalid (message names the key and the remedy)."""
 
 
-@dataclass
-class DataConfig:
-    """Where the HAM10000-layout dataset is and how strictly to check it."""
-
-    root: str | None = None  # data root: HAM10000_metadata.csv + images anywhere below
-    metadata: str | None = None  # metadata CSV; default <root>/HAM10000_metadata.csv
-    allow_missing: float = 0.0  # fraction of images allowed missing/corrupt (they are dropped)
-    verify: bool = False  # decode every image once to find corrupt files
-    format: str = "auto"  # auto | ham10000 | isic | folders | csv (docs/datasets.md)
-    columns: str | None = None  # csv format: image=NAME,dx=NAME|label=NAME,group=NAME,age=..,sex=..,site=..
-    values: str | None = None  # RAW=CODE,... mapping of diagnosis/label values to dx codes (or benign/malignant)
-    merge_near_duplicates: bool = False  # prepare: near-duplicate images (audit) become one split group
-
-
-@dataclass
-class SplitConfig:
-    """Lesion-level stratified split."""
-
-    seed: int = 42
-    ratios: tuple[float, float, float] = (0.70, 0.15, 0.15)  # train, val, test
-    folds: int | None = None  # grouped K-fold over train+val (test still held out)
-
-
-@dataclass
-class DemoConfig:
-    """Synthetic demo dataset."""
-
-    n: int = 600
-    seed: int = 0
-    image_size: tuple[int, int] = (300, 225)  # width, height of the generated JPEGs
-    arch: str = "efficientnet_lite0"  # trained by the demo (its ImageNet weights ship with pip)
-    epochs: int = 6  # demo training: a few epochs so the whole demo takes minutes on a CPU
-    phase1_epochs: int = 3
-    lr: float = 1e-3  # higher than train's 1e-4: few epochs on a small synthetic set
-    train_size: int = 160  # model input size for the demo
-    bootstrap: int = 1000  # lesion-level bootstrap resamples in the demo's evaluation
-
-
 #: (dotted key, check, what it must be, a value that works) — checked before a stage writes anything.
-RULES: tuple[tuple[str, Any, str, str], ...] = (
-    ("data.allow_missing", _finite(0, 1, hi_open=True), "a fraction in [0, 1)", "0.01"),
-    ("data.format", lambda v: v in FORMATS, "one of " + ", ".join(FORMATS), "auto"),
-    *((f"train.{f.name}", f.metadata["check"], f.metadata["what"], f.metadata["example"])
-      for f in declared(TrainConfig) if f.metadata["check"] is not None),
-    ("demo.n", lambda v: isinstance(v, int) and 10 <= v <= 100_000, "a whole number from 10 to 100000", "600"),
-    ("demo.epochs", _positive_int, "a whole number >= 1", "6"),
-    ("demo.train_size", lambda v: isinstance(v, int) and 32 <= v <= 1024, "32-1024 pixels", "160"),
-)
+RULES: tuple[tuple[str, Any, str, str], ...] = tuple(
+    (f"{section}.{f.name}", f.metadata["check"], f.metadata["what"], f.metadata["example"])
+    for section, kind in SECTIONS.items() for f in declared(kind) if f.metadata["check"] is not None)
 
 
 def check_value(dotted: str, value: Any, check, what: str, remedy: str) -> None:

@@ -1,12 +1,16 @@
 """Options declared once: :func:`opt` carries each option's default, help, validator, CLI flag and resume
-lock, and :class:`TrainConfig` declares every training option with it. ``config`` derives RULES, the CLI
-derives the flags, ``--resume`` derives LOCKED_KEYS, the bundle derives its recipe keys."""
+lock, and every config section (:class:`DataConfig`, :class:`SplitConfig`, :class:`DemoConfig`,
+:class:`TrainConfig`) declares its options with it. ``config`` derives RULES, the CLI derives the flags,
+``--resume`` derives LOCKED_KEYS, the bundle derives its recipe keys."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, field
+
+from .data.formats import FORMATS
+from .labels import TASKS
 
 
 def _positive_int(v) -> bool:
@@ -52,9 +56,59 @@ def opt(default, help: str, check=None, what: str = "", example: str = "", *, fl
     return field(default=default, metadata=meta)
 
 
-TASKS = ("binary", "7class")
 LOGGERS: tuple[str, ...] = ("csv", "tensorboard", "mlflow", "wandb")
 AUGMENT_POLICIES = ("classic", "derm")  # skinlesion.data.batch_augment.POLICIES (a test keeps them equal)
+
+
+@dataclass
+class DataConfig:
+    """Where the dataset is, in which layout, and how strictly to check it."""
+
+    root: str | None = opt(None, "dataset root: HAM10000_metadata.csv plus images anywhere below", flag="--data",
+                           metavar="DIR")
+    metadata: str | None = opt(None, "metadata CSV if not DIR/HAM10000_metadata.csv", metavar="CSV")
+    allow_missing: float = opt(0.0, "fraction of images that may be missing or corrupt; they are dropped and reported",
+                               _finite(0, 1, hi_open=True), "a fraction in [0, 1)", "0.01", type=float,
+                               metavar="FRACTION")
+    verify: bool = opt(False, "decode every image once to find corrupt files", action="store_true")
+    format: str = opt("auto", "dataset layout: auto (by the files present), ham10000, isic, folders or csv",
+                      choices=list(FORMATS))
+    columns: str | None = opt(None, "csv format: which columns hold what, e.g. \"image=Image Name,dx=Clinical "
+                              "Diagnosis,group=patient\" (keys image, dx|label, group, age, sex, site)",
+                              metavar="KEY=NAME,...")
+    values: str | None = opt(None, "map diagnosis/label values to dx codes, e.g. \"0=nv,1=nv,2=mel\" or \"lentigo "
+                             "NOS=bkl\" (targets: akiec bcc bkl df mel nv vasc scc benign malignant)",
+                             metavar="RAW=CODE,...")
+    merge_near_duplicates: bool = opt(False, "when the split is made: treat each group of near-duplicate images (as "
+                                      "`audit` finds them) as one lesion, so none crosses splits", action="store_true")
+
+
+@dataclass
+class SplitConfig:
+    """Lesion-level stratified split (the ratios and folds are checked by data.split)."""
+
+    seed: int = opt(42, "random seed of the split", type=int)
+    ratios: tuple[float, float, float] = opt((0.70, 0.15, 0.15), "train val test fractions", type=float, nargs=3,
+                                             metavar=("TRAIN", "VAL", "TEST"))
+    folds: int | None = opt(None, "grouped K-fold over train+val (test held out); fold 0 is val", type=int,
+                            metavar="K")
+
+
+@dataclass
+class DemoConfig:
+    """The synthetic demo dataset and the demo's short training."""
+
+    n: int = opt(600, "number of synthetic images", lambda v: isinstance(v, int) and 10 <= v <= 100_000,
+                 "a whole number from 10 to 100000", "600", type=int)
+    seed: int = opt(0, "random seed of the synthetic data", type=int)
+    image_size: tuple[int, int] = opt((300, 225), "width, height of the generated JPEGs", flag=False)
+    arch: str = opt("efficientnet_lite0", "trained by the demo (its ImageNet weights ship with pip)", flag=False)
+    epochs: int = opt(6, "training epochs of the demo", _positive_int, "a whole number >= 1", "6", type=int)
+    phase1_epochs: int = opt(3, "frozen-backbone epochs of the demo", flag=False)
+    lr: float = opt(1e-3, "learning rate of the demo (few epochs on a small synthetic set)", flag=False)
+    train_size: int = opt(160, "model input size of the demo", lambda v: isinstance(v, int) and 32 <= v <= 1024,
+                          "32-1024 pixels", "160", flag="--image-size", type=int)
+    bootstrap: int = opt(1000, "lesion-level bootstrap resamples in the demo's evaluation", flag=False)
 
 
 def _loggers(v) -> bool:

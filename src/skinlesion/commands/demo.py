@@ -1,7 +1,7 @@
 """`skinlesion demo`: the pipeline end to end on generated data, offline."""
 from __future__ import annotations
 
-from ..cli_options import _add_demo_opts, _opt
+from ..cli_options import _add_demo_opts
 
 NAME = "demo"
 HELP = "run the pipeline end to end on freshly generated synthetic data (offline)"
@@ -9,9 +9,7 @@ HELP = "run the pipeline end to end on freshly generated synthetic data (offline
 
 def add_arguments(p) -> None:
     p.add_argument("--out", metavar="DIR", help="new folder for demo data and run (default: a temp folder)")
-    _add_demo_opts(p)
-    _opt(p, "--epochs", "demo.epochs", "training epochs of the demo", type=int)
-    _opt(p, "--image-size", "demo.train_size", "model input size of the demo", type=int)
+    _add_demo_opts(p, training=True)
 
 
 def main(args, cfg) -> int:
