@@ -11,7 +11,7 @@ LAYERS = [
               "skinlesion.tables", "skinlesion.console", "skinlesion.labels", "skinlesion.runlock"]),
     ("libraries", ["skinlesion.data", "skinlesion.models", "skinlesion.evaluation.metrics",
                    "skinlesion.evaluation.bootstrap", "skinlesion.evaluation.thresholds",
-                   "skinlesion.evaluation.site"]),
+                   "skinlesion.evaluation.site", "skinlesion.evaluation.scores"]),
     ("config", ["skinlesion.config", "skinlesion.options"]),
     ("inference", ["skinlesion.inference", "skinlesion.evaluation.calibration"]),
     ("stages", ["skinlesion.training", "skinlesion.search", "skinlesion.evaluation", "skinlesion.tracking", "skinlesion.data.prepare"]),

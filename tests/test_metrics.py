@@ -140,3 +140,23 @@ def test_ece_hand_case_and_temperature_scaling_fixes_overconfidence():
     calibrated = apply_temperature(overconfident, t)
     assert expected_calibration_error(y, calibrated) < 0.5 * expected_calibration_error(y, overconfident)
     assert roc_auc(y, calibrated) == pytest.approx(roc_auc(y, overconfident))  # ranking unchanged
+
+
+def test_metrics_file_reads_old_files_and_refuses_damaged_ones(tmp_path):
+    import json
+
+    from skinlesion.errors import DataError
+    from skinlesion.evaluation.scores import HEADLINE, MetricsFile
+    est = {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}
+    old = {"split": "test", "n_images": 10, "at_threshold": {**{k: est for k in HEADLINE if k != "pauc_above_tpr80"},
+                                                             "auc_sens_80": est}}  # written before the rename
+    (tmp_path / "metrics.json").write_text(json.dumps(old))
+    m = MetricsFile.read(tmp_path / "metrics.json")
+    assert m.split == "test" and m.n_images == 10 and m.headline("pauc_above_tpr80") == est and m.fold is None
+    with pytest.raises(DataError, match=r"metrics.json: 'at_threshold' must hold .*Remedy"):
+        MetricsFile.from_json({**old, "at_threshold": {"roc_auc": {"value": "high"}}}, tmp_path / "metrics.json")
+    with pytest.raises(DataError, match=r"metrics format 2 is not supported.*Remedy"):
+        MetricsFile.from_json({**old, "format_version": 2}, "metrics.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DataError, match=r"bad.json is not valid JSON.*Remedy"):
+        MetricsFile.read(tmp_path / "bad.json")

@@ -22,9 +22,9 @@ def _load(run: Path) -> tuple[dict, pd.DataFrame]:
     m, p = r.metrics_json(), r.predictions("test")
     if not m.is_file() or not p.is_file():
         raise DataError(f"{run} has no metrics.json/test_predictions.csv. Remedy: run `skinlesion evaluate {run}` first.")
-    from .metrics import upgrade_metric_names
-    metrics = upgrade_metric_names(read_json(m, "written by evaluate"))
-    if metrics.get("split") != "test" or "at_threshold" not in metrics:
+    from .scores import MetricsFile
+    metrics = MetricsFile.read(m)
+    if metrics.split != "test":
         raise DataError(f"{m} does not hold test-split metrics. Remedy: run `skinlesion evaluate {run}`.")
     check_binding(metrics, r.context(metrics.get("fold")), str(m))
     bundle = r.bundle / "config.json"

@@ -23,6 +23,7 @@ from ..labels import label_for
 from . import plots
 from .calibration import Calibration, fit_for_bundle
 from .site_data import META_COLUMNS, EvalOptions, SiteData, read_site, site_predictions, threshold_drift
+from .scores import METRICS_FORMAT
 from .summary import check_resamples, summarize
 
 
@@ -221,7 +222,7 @@ def _finish(bundle: Bundle, preds: pd.DataFrame, where: Report, opts: EvalOption
     threshold = bundle.threshold
     console.step(f"evaluate: metrics with {n_boot} lesion-bootstrap resamples on {len(preds)} images")
     metrics = summarize(preds, threshold, bundle.config["threshold"]["source"], n_boot, seed, cal)
-    metrics.update({"split": split_name, "tta": tta, "architecture": bundle.config["architecture"],
+    metrics.update({"format_version": METRICS_FORMAT, "split": split_name, "tta": tta, "architecture": bundle.config["architecture"],
                     "task": bundle.task, "data": data_description or (
                         "train split of the run: the model's own training images, NOT a performance estimate"
                         if split_name == "train" else f"{split_name} split of the run"),

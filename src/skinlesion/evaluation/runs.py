@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +36,7 @@ def _json(path: Path) -> dict:
 def _get(data, *keys):
     """``data[k1][k2]...`` where every level must be a JSON object; anything else (a damaged file) is None."""
     for key in keys:
-        if not isinstance(data, dict):
+        if not isinstance(data, Mapping):
             return None
         data = data.get(key)
     return data
@@ -84,7 +85,7 @@ def _run_row(run: Path, name: str, now: float) -> dict:
         cfg = {}
     train = _get(cfg, "train") or {}
     bundle = _json(Run(run).bundle / "config.json")
-    metrics = _json(Run(run).metrics_json())
+    metrics = _json(Run(run).metrics_json())  # read leniently: a partial file still shows what it has
     test = _get(metrics, "at_threshold", "roc_auc") or {}
     val = _get(bundle, "metrics", "val", "roc_auc")
     if val is None:

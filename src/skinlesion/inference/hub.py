@@ -24,6 +24,7 @@ import torch
 from ..models.task import get_task
 from .hub_ref import BUNDLE_DIR, HubError, parse_ref  # noqa: F401 - HubError: part of this module's API
 from ..data.run import Run
+from ..evaluation.scores import MetricsFile
 
 
 def timm_layout(bundle, out: Path) -> dict:
@@ -119,7 +120,7 @@ def push(model: str | Path, repo: str, revision: str | None = None, private: boo
         with torch.no_grad():
             note = timm_layout(bundle, stage)
         metrics = Run(model.parent).metrics_json()  # a run's bundle: the run's test metrics
-        evaluation = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
+        evaluation = MetricsFile.read(metrics) if metrics.is_file() else None
         (stage / "README.md").write_text(hub_card(bundle.config, _card_body(model, bundle.config), note, licence,
                                                   evaluation, repo), encoding="utf-8")
         api = HfApi(token=token)
