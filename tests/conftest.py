@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +17,7 @@ from PIL import Image  # noqa: E402
 
 from skinlesion.config import RunConfig  # noqa: E402
 from skinlesion.data.run import Run  # noqa: E402
+from skinlesion.runlock import LOCK_NAME  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKINLESION_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -90,3 +92,43 @@ def base(demo_data, tmp_path_factory):
     train(tiny_cfg(demo_data, tmp, epochs=2, limit_train_batches=2), Run.quiet(tmp / "run"))
     tune_threshold(tmp / "run", 0.9)
     return tmp / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(demo_data, tmp_path_factory):
+    """A tiny trained run (48 px, untuned) for the tests that only read its bundle: never write into it."""
+    from skinlesion.training.fit import train
+    tmp = tmp_path_factory.mktemp("tiny")
+    train(tiny_cfg(demo_data, tmp, epochs=2, image_size=48), Run.quiet(tmp / "run"))
+    return tmp / "run"
+
+
+@pytest.fixture(scope="session")
+def bundle(tiny_run):
+    return tiny_run / "bundle"
+
+
+@pytest.fixture(scope="session")
+def zoo(demo_data, tmp_path_factory):
+    """A folder of good, odd and broken inputs."""
+    d = tmp_path_factory.mktemp("zoo")
+    good = Image.open(next((demo_data / "images").glob("*.jpg")))
+    good.save(d / "good.jpg")
+    good.convert("L").save(d / "gray.png")
+    good.convert("RGBA").save(d / "rgba.png")
+    good.convert("CMYK").save(d / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    good.save(d / "rotated.jpg", exif=exif.tobytes())
+    raw = (d / "good.jpg").read_bytes()
+    (d / "corrupt.jpg").write_bytes(raw[: len(raw) // 3])
+    (d / "notes.txt").write_text("not an image")
+    Image.new("L", (8000, 7000)).save(d / "huge.png")  # 56 MP > the 50 MP decompression-bomb guard
+    return d
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file's hash, except the run's empty lock file (skinlesion.runlock): the first command that
+    writes into a run creates it, refused or not, and it holds no data."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_NAME}

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from test_inference import bundle, zoo  # noqa: F401  (module-scoped fixtures)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),

@@ -14,7 +14,7 @@ from skinlesion.data.cache import build_cache
 from skinlesion.data.transforms import Preprocessing, shades_of_gray
 from skinlesion.inference.predictor import Predictor
 from skinlesion.training.fit import train
-from test_training import tiny_cfg
+from conftest import tiny_cfg
 from skinlesion.data.run import Run
 
 

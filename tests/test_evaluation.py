@@ -16,7 +16,7 @@ from skinlesion.evaluation.summary import summarize
 from skinlesion.evaluation.tune import tune_threshold
 from skinlesion.inference.bundle import BundleError
 from skinlesion.training.fit import train
-from test_training import tiny_cfg
+from conftest import tiny_cfg
 from skinlesion.data.run import Run
 
 

@@ -12,35 +12,6 @@ from PIL import Image
 from skinlesion.cli import main
 from skinlesion.inference.gradcam import gradcam
 from skinlesion.inference.predictor import Predictor, forward_probs, tta_views
-from skinlesion.training.fit import train
-from test_training import tiny_cfg
-from skinlesion.data.run import Run
-
-
-@pytest.fixture(scope="module")
-def bundle(demo_data, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("infer")
-    train(tiny_cfg(demo_data, tmp, epochs=2, image_size=48), Run.quiet(tmp / "run"))
-    return tmp / "run" / "bundle"
-
-
-@pytest.fixture(scope="module")
-def zoo(demo_data, tmp_path_factory):
-    """A folder of good, odd and broken inputs."""
-    d = tmp_path_factory.mktemp("zoo")
-    good = Image.open(next((demo_data / "images").glob("*.jpg")))
-    good.save(d / "good.jpg")
-    good.convert("L").save(d / "gray.png")
-    good.convert("RGBA").save(d / "rgba.png")
-    good.convert("CMYK").save(d / "cmyk.jpg")
-    exif = Image.Exif()
-    exif[0x0112] = 8
-    good.save(d / "rotated.jpg", exif=exif.tobytes())
-    raw = (d / "good.jpg").read_bytes()
-    (d / "corrupt.jpg").write_bytes(raw[: len(raw) // 3])
-    (d / "notes.txt").write_text("not an image")
-    Image.new("L", (8000, 7000)).save(d / "huge.png")  # 56 MP > the 50 MP decompression-bomb guard
-    return d
 
 
 def test_predict_folder_reports_each_outcome(bundle, zoo, tmp_path, capsys):

@@ -3,7 +3,6 @@ message names the problem (and a remedy), that no traceback is shown, and that n
 left half-written. Special cases (partial success, memory bounds, planted pickles, the API) follow."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 
 from skinlesion.cli import main
-from skinlesion.runlock import LOCK_NAME
+from conftest import snapshot
 
 
 @dataclass
@@ -51,13 +50,6 @@ class Env:
         assert main(["prepare", "--data", str(self.data), "--out", str(other), "--seed", "7", "--quiet"]) == 0
         for name in ("split.csv", "split.json"):
             shutil.copy(other / name, self.run / name)
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file's hash, except the run's empty lock file (skinlesion.runlock): the first command that
-    writes into a run creates it, refused or not, and it holds no data."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
 
 
 @dataclass

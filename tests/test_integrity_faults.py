@@ -24,7 +24,7 @@ from skinlesion.evaluation.site_data import EvalOptions
 from skinlesion.evaluation.tune import tune_threshold
 from skinlesion.inference.predictor import Predictor
 from skinlesion.training.fit import train
-from test_training import tiny_cfg
+from conftest import tiny_cfg
 
 
 def _copy(base, tmp_path) -> Path:

@@ -24,7 +24,7 @@ from skinlesion.cli import main
 from skinlesion.data.dataset import load_dataset
 from skinlesion.tables import read_csv_exact
 from skinlesion.training.fit import train
-from test_training import state, tiny_cfg
+from conftest import state, tiny_cfg
 from skinlesion.data.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,10 +237,8 @@ def test_resume_with_mixup_is_bit_identical(demo_data, tmp_path, monkeypatch):
 # --- a handed-on model ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def small_bundle(demo_data, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("handon")
-    train(tiny_cfg(demo_data, tmp, epochs=1, image_size=48), Run.quiet(tmp / "run"))
-    return tmp / "run" / "bundle"
+def small_bundle(tiny_run):
+    return tiny_run / "bundle"
 
 
 def _independent_input(meta: dict, png: Path) -> np.ndarray:

@@ -13,7 +13,7 @@ from skinlesion.data.tabular import MetadataEncoder, MetadataError, parse_fields
 from skinlesion.inference.bundle import load_bundle
 from skinlesion.inference.predictor import Predictor
 from skinlesion.training.fit import train
-from test_training import tiny_cfg
+from conftest import tiny_cfg
 from skinlesion.data.run import Run
 
 

@@ -13,7 +13,7 @@ from skinlesion.config import RECIPES, TrainConfig, load_config
 from skinlesion.models import build_model, get_spec
 from skinlesion.training import recipe
 from skinlesion.training.fit import train
-from test_training import tiny_cfg
+from conftest import tiny_cfg
 from skinlesion.data.run import Run
 
 

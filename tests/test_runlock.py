@@ -7,7 +7,7 @@ import sys
 
 from skinlesion.cli import main
 from skinlesion.runlock import LOCK_NAME
-from test_integrity import snapshot
+from conftest import snapshot
 
 HOLD = ("import sys, time\nfrom skinlesion.runlock import run_lock\nwith run_lock(sys.argv[1], 'train'):\n"
         "    print('held', flush=True)\n    time.sleep(60)\n")

@@ -7,7 +7,7 @@ import torch
 from skinlesion.data.batch_augment import BatchAugment, Policy
 from skinlesion.data.transforms import Preprocessing
 from skinlesion.training.fit import train
-from test_training import state, tiny_cfg
+from conftest import state, tiny_cfg
 from skinlesion.data.run import Run
 
 
