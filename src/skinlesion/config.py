@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from . import atomic
+from .data.run import Run
 from .errors import SkinlesionError
 from .options import (AUGMENT_POLICIES, LOCKED_KEYS, LOGGERS, RECIPE_KEYS, TASKS, DataConfig,  # noqa: F401
                       DemoConfig, SplitConfig, TrainConfig, declared)
@@ -221,7 +222,6 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 def save_config(cfg: RunConfig, run_dir) -> Path:
     """Write the resolved config to the run's config.yaml atomically (``run_dir``: a data.run.Run or folder)."""
-    from .data.run import Run
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     return atomic.write_text(Run.of(run_dir).config_yaml, text)
 

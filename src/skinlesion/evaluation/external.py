@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 from .. import atomic
+from ..data.run import check_not_a_run
 from ..errors import DataError
 from .site_data import EvalOptions, SiteData
 
@@ -34,7 +35,6 @@ def evaluate_externals(bundle_dir, sites: list[SiteData], out_dir, opts: EvalOpt
     for d in datas:
         if not Path(d).is_dir():
             raise DataError(f"--data {d} does not exist. Remedy: pass the folder of each external dataset.")
-    from ..data.run import check_not_a_run
     check_not_a_run(out_dir, "evaluate --model")
     out_dir, taken, results = Path(out_dir), set(), []
     for site in sites:

@@ -23,7 +23,7 @@ import yaml
 from .. import atomic
 from ..config import ConfigError, load_config, plain
 from ..console import Console
-from ..data.run import Run
+from ..data.run import Run, share_split
 from ..errors import DataError
 from .space import Space, as_overrides
 
@@ -163,7 +163,6 @@ def _record(trial, tdir: Path, state: str, params: dict, **extra) -> None:
 
 def _objective(opts: SearchOptions, space: Space, config: str | None, overrides: dict, echo):
     import optuna
-    from ..data.run import share_split
     from ..runlock import run_lock
     from ..training.fit import train
 

@@ -15,7 +15,7 @@ import torch
 
 from ..models.task import get_task
 from .. import atomic
-from ..data.run import Run
+from ..data.run import Run, binding
 from ..errors import DataError
 from ..evaluation.metrics import epoch_metrics, threshold_metrics
 from ..evaluation.thresholds import threshold_for_sensitivity
@@ -92,7 +92,6 @@ def fit_stack(ctx, ensemble_bundle: Path, members: list[Path], target: float, cf
     """Fit the trees on the cv's out-of-fold rows, write stack_oof_predictions.csv and stack.json, and
     replace ``RUN_DIR/bundle`` by the stacked model (the fold ensemble stays in ``RUN_DIR/bundle-image``).
     ``cfg``: the cv's config (its data root and seed); ``tta``: the TTA mean is a feature too."""
-    from ..data.run import binding
     from ..evaluation.calibration import Calibration, fit_for_bundle
     run = Run(ctx.run_dir)
     image = load_bundle(ensemble_bundle)
