@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from skinlesion.errors import DataError
-from skinlesion.data.split import (check_lesion_disjoint, load_split, make_split, summarize, use_fold,
-                                   write_split)
+from skinlesion.data.run import Run
+from skinlesion.data.split import check_lesion_disjoint, make_split, summarize, use_fold
 from skinlesion.labels import BINARY_LABEL, DX_CODES
 
 
@@ -95,8 +95,8 @@ def test_bad_ratios_are_rejected(frame, ratios):
 
 def test_leak_is_caught_when_split_is_made_or_loaded(frame, tmp_path):
     split = make_split(frame, seed=1)
-    write_split(split, summarize(split, 1, (0.7, 0.15, 0.15)), tmp_path)
-    assert len(load_split(tmp_path)) == len(split)
+    Run(tmp_path).write_split(split, summarize(split, 1, (0.7, 0.15, 0.15)))
+    assert len(Run(tmp_path).load_split()) == len(split)
     leaked = split.copy()
     lesion = leaked.groupby("lesion_id").size().idxmax()  # a multi-image lesion
     leaked.loc[leaked.index[leaked["lesion_id"] == lesion][0], "split"] = "test" if (
@@ -105,37 +105,37 @@ def test_leak_is_caught_when_split_is_made_or_loaded(frame, tmp_path):
         check_lesion_disjoint(leaked)
     leaked.to_csv(tmp_path / "split.csv", index=False)
     with pytest.raises(DataError, match=f"split.csv: lesion_id\\(s\\) {lesion}"):
-        load_split(tmp_path)
+        Run(tmp_path).load_split()
 
 
 def test_hand_edited_split_is_detected_by_hash(frame, tmp_path):
     split = make_split(frame, seed=1)
-    write_split(split, summarize(split, 1, (0.7, 0.15, 0.15)), tmp_path)
+    Run(tmp_path).write_split(split, summarize(split, 1, (0.7, 0.15, 0.15)))
     edited = split.copy()
     first_val = edited.index[edited["split"] == "val"]
     lesion = edited.loc[first_val[0], "lesion_id"]
     edited.loc[edited["lesion_id"] == lesion, "split"] = "train"
     edited.to_csv(tmp_path / "split.csv", index=False)
     with pytest.raises(DataError, match="no longer matches the fingerprint"):
-        load_split(tmp_path)
+        Run(tmp_path).load_split()
 
 
 def test_hand_edits_that_keep_the_lesion_sets_are_caught_too(frame, tmp_path):
     """Dropping one image of a lesion or flipping a label keeps every lesion where it was, so only the
     row-level fingerprint (and the label/dx check) can see them."""
     split = make_split(frame, seed=1)
-    write_split(split, summarize(split, 1, (0.7, 0.15, 0.15)), tmp_path)
+    Run(tmp_path).write_split(split, summarize(split, 1, (0.7, 0.15, 0.15)))
     multi = split.groupby("lesion_id")["image_id"].transform("size") > 1
     split.drop(index=split.index[multi][0]).to_csv(tmp_path / "split.csv", index=False)
     with pytest.raises(DataError, match="no longer matches the fingerprint"):
-        load_split(tmp_path)
+        Run(tmp_path).load_split()
     flipped = split.copy()
     flipped.loc[flipped.index[flipped["dx"] == "nv"][0], "label"] = 1
     flipped.to_csv(tmp_path / "split.csv", index=False)
     with pytest.raises(DataError, match="'label' disagrees with 'dx'"):
-        load_split(tmp_path)
+        Run(tmp_path).load_split()
     split.to_csv(tmp_path / "split.csv", index=False)
-    assert len(load_split(tmp_path)) == len(split)
+    assert len(Run(tmp_path).load_split()) == len(split)
 
 
 def test_summary_counts_add_up(frame):
@@ -149,4 +149,4 @@ def test_summary_counts_add_up(frame):
 
 def test_missing_split_file_tells_to_run_prepare(tmp_path):
     with pytest.raises(DataError, match="skinlesion prepare"):
-        load_split(tmp_path)
+        Run(tmp_path).load_split()

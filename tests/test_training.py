@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 import torch
 
-from skinlesion.data.split import load_split
 from skinlesion.inference.bundle import load_bundle
 from skinlesion.models import get_spec
 from skinlesion.models.classifier import parameter_groups
@@ -32,7 +31,7 @@ def test_two_phases_freeze_then_train_last_groups_and_write_a_complete_run(demo_
     cfg = tiny_cfg(demo_data, tmp_path, arch="efficientnet_lite0", image_size=64, epochs=2, pretrained=True)
     result = train(cfg, Run.quiet(run))
     out = capsys.readouterr().out
-    split = load_split(run)
+    split = Run(run).load_split()
     ratio = (split.query("split == 'train'")["label"] == 0).sum() / split.query("split == 'train'")["label"].sum()
     assert f"pos_weight = benign/malignant = {ratio:.3f}" in out
 
@@ -78,7 +77,7 @@ def test_bundle_round_trip_gives_the_same_outputs(demo_data, tmp_path):
         assert torch.allclose(bundle.model(x), ref.eval()(x), atol=1e-6)
     preds = pd.read_csv(run / "val_predictions.csv")
     first = preds.iloc[0]
-    split = load_split(run)
+    split = Run(run).load_split()
     path = next((demo_data / "images").glob(f"{first['image_id']}.jpg"))
     pre = bundle.preprocessing
     with torch.no_grad():

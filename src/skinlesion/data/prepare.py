@@ -10,7 +10,7 @@ import pandas as pd
 from ..config import ConfigError, RunConfig, save_config
 from .dataset import LoadedDataset, load_dataset
 from .run import Run, check_no_model
-from .split import check_both_classes, check_ratios, format_table, make_split, summarize, write_split
+from .split import check_both_classes, check_ratios, format_table, make_split, summarize
 
 
 @dataclass
@@ -82,6 +82,6 @@ def prepare(cfg: RunConfig, run: Run | str | Path) -> PrepareResult:
         summary["dataset"]["near_duplicates_merged"] = merged
         summary["dataset"]["format"]["group_source"] += " + near-duplicate merge"
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_split(split, summary, run_dir)
+    run.write_split(split, summary)
     save_config(cfg, run_dir)
     return PrepareResult(run_dir, split, summary, dataset)

@@ -16,7 +16,7 @@ import pandas as pd
 from ..console import Console
 from ..errors import DataError
 from ..tables import read_csv_exact
-from .split import attach_paths, load_split, split_fingerprint, use_fold
+from .split import attach_paths, load_split, split_fingerprint, use_fold, write_split
 
 
 class Run:
@@ -127,10 +127,18 @@ class Run:
     def context(self, fold: int | None = None) -> "RunContext":
         """The run's split (checked, ``fold`` applied) and its fingerprint."""
         self.check_exists()
-        split = load_split(self.path)
+        split = self.load_split()
         if fold is not None:
             split = use_fold(split, fold)
         return RunContext(self.path, split, fold, split_fingerprint(split, fold), self.split_summary())
+
+    def load_split(self) -> pd.DataFrame:
+        """split.csv, checked (columns, labels, lesion-disjointness, the fingerprint in split.json)."""
+        return load_split(self.split_csv, self.split_json)
+
+    def write_split(self, split: pd.DataFrame, summary: dict) -> tuple[Path, Path]:
+        """split.csv and split.json, atomically."""
+        return write_split(split, summary, self.split_csv, self.split_json)
 
     def read_val_predictions(self, ctx: "RunContext") -> pd.DataFrame:
         """val_predictions.csv, refused unless it holds exactly the validation images of ``ctx``'s split and
@@ -168,8 +176,8 @@ class RunContext:
         """The split joined with image paths below ``root`` (default: the root recorded at prepare)."""
         root = root or self.summary.get("dataset", {}).get("root")
         if not root:
-            raise DataError(f"{self.run_dir / 'split.json'} records no data folder. Remedy: pass --data DIR.")
-        return attach_paths(self.split, root, str(self.run_dir / "split.csv"))
+            raise DataError(f"{Run(self.run_dir).split_json} records no data folder. Remedy: pass --data DIR.")
+        return attach_paths(self.split, root, str(Run(self.run_dir).split_csv))
 
 
 def read_json(path: Path, what: str) -> dict:

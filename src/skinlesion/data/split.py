@@ -207,21 +207,17 @@ def format_table(summary: dict) -> str:
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
-def write_split(split: pd.DataFrame, summary: dict, run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``split.csv`` and ``split.json`` atomically into ``run_dir``."""
-    run_dir = Path(run_dir)
+def write_split(split: pd.DataFrame, summary: dict, csv_path: Path, json_path: Path) -> tuple[Path, Path]:
+    """Write the split table and its summary atomically (a run's split.csv and split.json: data.run.Run)."""
     check_lesion_disjoint(split)
-    csv_path = atomic.write_csv(run_dir / "split.csv", split)
-    json_path = atomic.write_json(run_dir / "split.json", summary)
-    return csv_path, json_path
+    return atomic.write_csv(csv_path, split), atomic.write_json(json_path, summary)
 
 
-def load_split(run_dir: str | Path) -> pd.DataFrame:
-    """Read ``run_dir/split.csv``, check its columns, lesion-disjointness and its hash in split.json."""
-    run_dir = Path(run_dir)
-    path = run_dir / "split.csv"
+def load_split(path: Path, json_path: Path) -> pd.DataFrame:
+    """Read the split table ``path``, check its columns, lesion-disjointness and its hash in the summary
+    ``json_path`` (a run's split.csv and split.json: data.run.Run)."""
     if not path.is_file():
-        raise DataError(f"{path} not found. Remedy: run `skinlesion prepare --data DIR --out {run_dir}` first.")
+        raise DataError(f"{path} not found. Remedy: run `skinlesion prepare --data DIR --out {path.parent}` first.")
     try:
         split = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "dx": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
@@ -258,7 +254,7 @@ def load_split(run_dir: str | Path) -> pd.DataFrame:
     split["label"] = label.astype(int)
     if "fold" in split.columns:
         split["fold"] = pd.to_numeric(split["fold"], errors="coerce").fillna(-2).astype(int)
-    recorded = _recorded(run_dir / "split.json")
+    recorded = _recorded(json_path)
     groups = ((recorded or {}).get("dataset") or {}).get("format", {}).get("group_source", "lesion_id")
     dx_per_lesion = split.groupby("lesion_id")["dx"].nunique()
     if groups == "lesion_id" and (dx_per_lesion > 1).any():
@@ -266,7 +262,6 @@ def load_split(run_dir: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: lesion(s) {', '.join(bad[:10])} have images with different dx. "
                         "Remedy: re-create the split with `skinlesion prepare`.")
     check_lesion_disjoint(split, source=str(path))
-    json_path = run_dir / "split.json"
     if recorded is not None:
         if recorded.get("lesion_hash", {}).get("all") not in (None, lesion_hash(split)["all"]) or \
                 recorded.get("fingerprint") not in (None, split_fingerprint(split)):
