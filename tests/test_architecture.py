@@ -8,7 +8,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Lowest first. A module belongs to the longest prefix that names it.
 LAYERS = [
     ("core", ["skinlesion", "skinlesion.__version__", "skinlesion.errors", "skinlesion.atomic", "skinlesion.paths",
-              "skinlesion.tables", "skinlesion.console", "skinlesion.labels", "skinlesion.runlock"]),
+              "skinlesion.tables", "skinlesion.console", "skinlesion.labels", "skinlesion.runlock",
+              "skinlesion.records"]),
     ("libraries", ["skinlesion.data", "skinlesion.models", "skinlesion.evaluation.metrics",
                    "skinlesion.evaluation.bootstrap", "skinlesion.evaluation.thresholds",
                    "skinlesion.evaluation.site", "skinlesion.evaluation.scores"]),

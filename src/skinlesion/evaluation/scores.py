@@ -7,10 +7,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import DataError
+from ..records import JsonRecord
 from .metrics import upgrade_metric_names
 
 METRICS_FORMAT = 1
@@ -22,11 +22,8 @@ def _number_or_null(v) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
 
 
-class MetricsFile(Mapping):
+class MetricsFile(JsonRecord):
     """A validated metrics.json: a read-only mapping over the stored JSON, with typed views."""
-
-    def __init__(self, data: dict):
-        self._data = data
 
     @classmethod
     def from_json(cls, data, where: str | Path = "metrics.json") -> "MetricsFile":
@@ -59,18 +56,6 @@ class MetricsFile(Mapping):
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"{path} is not valid JSON ({exc}). Remedy: run `skinlesion evaluate` again.") from None
         return cls.from_json(data, path)
-
-    def __getitem__(self, key):
-        return self._data[key]
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def to_json(self) -> dict:
-        return copy.deepcopy(self._data)
 
     split = property(lambda self: self._data["split"])
     n_images = property(lambda self: int(self._data["n_images"]))

@@ -4,11 +4,9 @@ versioned (``format_version``); a version this skinlesion does not know is refus
 format written by earlier versions (the same version 1) still loads — tests/fixtures/run-5a09157 keeps one."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 import platform
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ import torch
 from .. import __version__
 from ..data.transforms import COLOUR_CONSTANCY, Preprocessing
 from ..errors import SkinlesionError
+from ..records import JsonRecord
 from ..labels import DX_CODES, TASKS
 from ..models.registry import BackboneSpec
 from ..models.task import Task, get_task
@@ -217,12 +216,9 @@ def validate_config(config: dict, cfg_path: Path) -> None:
                           "<= resize_size, 3 means, 3 positive stds, colour_constancy null or shades_of_gray). Remedy: copy the bundle again or re-train.") from None
 
 
-class BundleConfig(Mapping):
+class BundleConfig(JsonRecord):
     """A validated config.json: a read-only mapping over the stored JSON (keys this version does not model
     are kept, so a bundle round-trips unchanged) with typed views of the fields stages use."""
-
-    def __init__(self, data: dict):
-        self._data = copy.deepcopy(dict(data))
 
     @classmethod
     def from_json(cls, data: dict, where: str | Path = "config.json") -> "BundleConfig":
@@ -237,19 +233,6 @@ class BundleConfig(Mapping):
     def read(cls, bundle_dir: Path) -> "BundleConfig":
         """config.json of bundle folder ``bundle_dir``, parsed and validated."""
         return cls.from_json(read_config(bundle_dir), bundle_dir / "config.json")
-
-    def to_json(self) -> dict:
-        """A plain (deep-copied) dict to change and write."""
-        return copy.deepcopy(self._data)
-
-    def __getitem__(self, key):
-        return self._data[key]
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def __repr__(self) -> str:
         return f"BundleConfig(format {self.format_version}, {self.architecture}, {self.task})"
