@@ -60,7 +60,8 @@ def server(evaluated_bundle):
         proc.wait(timeout=10)
 
 
-def test_page_model_panel_several_images_and_overlays(server, zoo):  # noqa: F811
+@pytest.mark.slow
+def test_page_model_panel_several_images_and_overlays(server, zoo):
     from playwright.sync_api import sync_playwright
     from skinlesion.evaluation.report import LIMITATIONS
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ def _train(run, cache, *extra):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device_path", [[], ["--gpu-augment", "--device-cache"]], ids=["loaders", "device-cache"])
 def test_ddp_two_processes_gather_each_val_image_once(demo_data, tmp_path, device_path):
     """Also with the GPU recipe's device-resident batches (here on CPU tensors): each rank its shard."""
@@ -63,6 +64,7 @@ def _cli(args, env_extra=None, launcher=None):
     return subprocess.run([*prefix, *args], capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["lightning", "torchrun"])
 def test_ddp_run_finishes_cleanly_on_every_rank_and_rank_0_evaluates(demo_data, tmp_path, launcher):
     """`skinlesion run` under 2 gloo processes: no rank crashes at the end (non-zero ranks return

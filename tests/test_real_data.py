@@ -1,4 +1,6 @@
 """Tests on the real HAM10000 copies in ../shared/data (skipped where absent)."""
+import pytest
+
 from conftest import FULLRES, LOWRES, needs
 from skinlesion.data.dataset import load_dataset
 from skinlesion.data.split import make_split, summarize
@@ -25,6 +27,7 @@ def test_fullres_sample_decodes():
 
 
 @needs(LOWRES)
+@pytest.mark.slow
 def test_short_training_on_a_lowres_subset_beats_chance(tmp_path):
     """Frozen ImageNet lite0 + a linear head for 2 epochs on ~900 real images: val ROC-AUC well above 0.5."""
     import dataclasses

@@ -94,6 +94,7 @@ def test_best_yaml_round_trips_into_train(study, demo_data, tmp_path):
     assert trained == searched  # the same resolved training config as the best trial
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_sqlite_study(demo_data, tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     cmd = [sys.executable, "-m", "skinlesion", "search", "--data", str(demo_data), "--out", str(tmp_path / "study"),
