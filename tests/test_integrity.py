@@ -236,6 +236,8 @@ CASES = [
     Case("tune-target-1.5", _tune("--target-sensitivity", "1.5"), r"Remedy: --target-sensitivity 0.9"),
     Case("tune-target-nan", _tune("--target-sensitivity", "nan"), r"--target-sensitivity"),
     Case("tune-missing-run", lambda e: ["tune-threshold", str(e.tmp / "nope")], r"does not exist"),
+    Case("evaluate-run-is-a-file", lambda e: ["evaluate", str(_csv_of(e, "image_id\n"))],
+         r"run directory .*\.csv is a file, not a folder\. Remedy"),
     Case("tune-no-val-predictions", _tune(plant=lambda e: (e.run / "val_predictions.csv").unlink()),
          r"val_predictions.csv not found.*Remedy"),
     Case("tune-val-predictions-edited", _tune(plant=_drop_val_rows), r"does not hold the validation images"),

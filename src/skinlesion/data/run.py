@@ -197,7 +197,8 @@ def read_json(path: Path, what: str) -> dict:
 def check_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DataError(f"run directory {run_dir} does not exist. Remedy: pass a folder made by `skinlesion "
+        what = "is a file, not a folder" if run_dir.exists() else "does not exist"
+        raise DataError(f"run directory {run_dir} {what}. Remedy: pass a folder made by `skinlesion "
                         "prepare` or `skinlesion train --out`.")
     return run_dir
 
