@@ -16,7 +16,10 @@ import yaml
 from skinlesion.cli import main
 from skinlesion.config import load_config
 from skinlesion.search.space import DEFAULT_SPACE, Space
+from skinlesion.console import Console
 from skinlesion.search.study import SearchOptions, run_search
+
+SILENT = Console(progress=False, echo=lambda *_: None)
 
 TINY = ["--arch", "simple_cnn", "--batch-size", "16", "--num-workers", "0", "--limit-train-batches", "2",
         "--phase1-epochs", "1"]
@@ -41,8 +44,8 @@ def _overrides(data: Path, tmp: Path) -> dict:
 def study(demo_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     (tmp / "space.yaml").write_text(SPACE)
-    opts = SearchOptions(tmp / "study", 3, str(tmp / "space.yaml"), progress=False)
-    result = run_search(opts, None, _overrides(demo_data, tmp), echo=lambda s: None, pruner=PruneTrialTwo())
+    opts = SearchOptions(tmp / "study", 3, str(tmp / "space.yaml"), console=SILENT)
+    result = run_search(opts, None, _overrides(demo_data, tmp), pruner=PruneTrialTwo())
     return tmp, result
 
 
@@ -71,8 +74,8 @@ def test_tiny_study_end_to_end(study):
 
 def test_resume_adds_trials_and_keeps_numbers(study, demo_data):
     tmp, _ = study
-    opts = SearchOptions(tmp / "study", 4, None, progress=False)  # the saved space is reused
-    result = run_search(opts, None, _overrides(demo_data, tmp), echo=lambda s: None)
+    opts = SearchOptions(tmp / "study", 4, None, console=SILENT)  # the saved space is reused
+    result = run_search(opts, None, _overrides(demo_data, tmp))
     trials = pd.read_csv(tmp / "study" / "trials.csv")
     assert result.finished == 4 and list(trials["number"]) == [0, 1, 2, 3]
 
@@ -157,8 +160,8 @@ def test_default_space_is_valid_and_holds_the_issue_keys():
 
 def test_folds_objective_is_the_mean_over_lesion_grouped_folds(demo_data, tmp_path):
     (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\nepochs: 2\nimage_size: 32\n")
-    opts = SearchOptions(tmp_path / "study", 1, str(tmp_path / "space.yaml"), folds=2, pruner="none", progress=False)
-    result = run_search(opts, None, _overrides(demo_data, tmp_path), echo=lambda s: None)
+    opts = SearchOptions(tmp_path / "study", 1, str(tmp_path / "space.yaml"), folds=2, pruner="none", console=SILENT)
+    result = run_search(opts, None, _overrides(demo_data, tmp_path))
     trial = json.loads((tmp_path / "study" / "trials" / "trial-0000" / "trial.json").read_text())
     assert len(trial["fold_scores"]) == 2 and trial["value"] == pytest.approx(sum(trial["fold_scores"]) / 2)
     assert result.best_value == pytest.approx(trial["value"])

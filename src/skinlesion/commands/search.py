@@ -29,8 +29,9 @@ def add_arguments(p) -> None:
 def main(args, cfg) -> int:
     from ..search.study import SearchOptions, quiet_optuna_warnings, run_search
     quiet_optuna_warnings()
+    from ..console import Console
     opts = SearchOptions(Path(args.out), args.trials, args.space, args.storage, args.folds, args.metric, args.pruner,
-                         not args.quiet)
+                         Console(not args.quiet))
     result = run_search(opts, args.config, overrides_of(args))
     print(f"{result.finished} trial(s) finished in {result.study_dir}; see trials.csv, plots/, importance.json")
     if result.best_yaml is not None:

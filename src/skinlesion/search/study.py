@@ -33,7 +33,7 @@ PRUNERS = ("median", "none")
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """What a study is: its folder, size, space, storage, objective and pruner."""
+    """What a study is: its folder, size, space, storage, objective and pruner; and where it reports."""
 
     study_dir: Path
     trials: int
@@ -42,7 +42,7 @@ class SearchOptions:
     folds: int | None = None  # objective: the mean over K lesion-grouped folds
     metric: str = "roc_auc"
     pruner: str = "median"
-    progress: bool = True
+    console: Console = Console()  # progress bars of the one-time prepare; every step line (trial lines too)
 
     @property
     def storage_url(self) -> str:
@@ -107,7 +107,7 @@ def _settings(opts: SearchOptions, overrides: dict) -> dict:
     return {"folds": opts.folds, "metric": opts.metric, "overrides": plain(overrides)}
 
 
-def _init(opts: SearchOptions, config: str | None, overrides: dict, echo, storage=None):
+def _init(opts: SearchOptions, config: str | None, overrides: dict, storage=None):
     """Under the study folder's lock: the split (made once), the space and the settings (saved on the first
     start; a later start or a second worker must agree with them), and the default storage (opened, its tables
     created, by one process at a time). Returns (space, storage)."""
@@ -115,14 +115,14 @@ def _init(opts: SearchOptions, config: str | None, overrides: dict, echo, storag
     created = not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     try:
-        return _init_locked(opts, config, overrides, echo, storage)
+        return _init_locked(opts, config, overrides, storage)
     except BaseException:
         if created and [p.name for p in d.iterdir()] == [".search.lock"]:  # nothing of a study was made: no trace
             shutil.rmtree(d, ignore_errors=True)
         raise
 
 
-def _init_locked(opts: SearchOptions, config: str | None, overrides: dict, echo, storage):
+def _init_locked(opts: SearchOptions, config: str | None, overrides: dict, storage):
     from filelock import FileLock
     d = opts.study_dir
     with FileLock(str(d / ".search.lock")):
@@ -150,7 +150,7 @@ def _init_locked(opts: SearchOptions, config: str | None, overrides: dict, echo,
             from ..data.prepare import prepare
             cfg = load_config(config, overrides)
             cfg = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, folds=opts.folds))
-            echo(prepare(cfg, Run(d, Console(opts.progress, echo))).report())
+            opts.console.echo(prepare(cfg, Run(d, opts.console)).report())
         atomic.write_text(saved_space, space.to_yaml())
         atomic.write_json(saved_settings, settings)
         return space, storage or open_storage(opts.storage_url)
@@ -161,7 +161,7 @@ def _record(trial, tdir: Path, state: str, params: dict, **extra) -> None:
     atomic.write_json(tdir / "trial.json", {"number": trial.number, "state": state, "params": params, **extra})
 
 
-def _objective(opts: SearchOptions, space: Space, config: str | None, overrides: dict, echo):
+def _objective(opts: SearchOptions, space: Space, config: str | None, overrides: dict):
     import optuna
     from ..runlock import run_lock
     from ..training.fit import train
@@ -174,7 +174,7 @@ def _objective(opts: SearchOptions, space: Space, config: str | None, overrides:
         trial.set_user_attr("run_dir", str(tdir.relative_to(opts.study_dir)))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("overrides", plain(trial_overrides))
-        say = lambda text: echo(f"[trial {trial.number}] {text}")
+        say = lambda text: opts.console.echo(f"[trial {trial.number}] {text}")
         say("params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
         scores = []
         for fold in (range(opts.folds) if opts.folds else [None]):
@@ -228,7 +228,7 @@ def require_optuna() -> None:
         raise ConfigError("`skinlesion search` needs Optuna. Remedy: pip install 'skinlesion[search]'") from None
 
 
-def run_search(opts: SearchOptions, config: str | None, overrides: dict, echo=print, pruner=None) -> SearchResult:
+def run_search(opts: SearchOptions, config: str | None, overrides: dict, pruner=None) -> SearchResult:
     """Run trials (in this process) until the study holds ``opts.trials`` finished ones (complete or pruned,
     counted over every process sharing it); write the study's outputs after each."""
     require_optuna()
@@ -243,7 +243,7 @@ def run_search(opts: SearchOptions, config: str | None, overrides: dict, echo=pr
     # a --storage URL that cannot be opened is refused before anything is written; the default SQLite file is
     # created in the study folder under its lock (two workers starting at once must not both create its tables)
     storage = open_storage(opts.storage) if opts.storage else None
-    space, storage = _init(opts, config, overrides, echo, storage)
+    space, storage = _init(opts, config, overrides, storage)
     study = make_study(opts, opts.trials, storage)
     if pruner is not None:
         study.pruner = pruner
@@ -252,9 +252,9 @@ def run_search(opts: SearchOptions, config: str | None, overrides: dict, echo=pr
         if default:  # the first trial is the default recipe: the search is measured against it at equal budget
             study.enqueue_trial(default, user_attrs={"default": True}, skip_if_exists=True)
     left = opts.trials - finished(study)
-    echo(f"study {opts.study_dir} ({opts.storage_url}): {finished(study)} of {opts.trials} trials finished")
+    opts.console.echo(f"study {opts.study_dir} ({opts.storage_url}): {finished(study)} of {opts.trials} trials finished")
     if left > 0:
-        study.optimize(_objective(opts, space, config, overrides, echo), n_trials=left, gc_after_trial=True,
+        study.optimize(_objective(opts, space, config, overrides), n_trials=left, gc_after_trial=True,
                        callbacks=[MaxTrialsCallback(opts.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                                   lambda s, t: write_outputs(s, opts.study_dir)])
     return write_outputs(study, opts.study_dir)
