@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .data.run import Run
+
 
 @dataclass
 class ChainResult:
@@ -20,7 +22,7 @@ def format_train_result(result) -> str:
             f"{result.train_images_per_s:.1f} train img/s)\nbundle: {result.bundle}")
 
 
-def train_tune_evaluate(cfg, run, target_sensitivity: float = 0.90, eval_opts=None,
+def train_tune_evaluate(cfg, run: "Run | str", target_sensitivity: float = 0.90, eval_opts=None,
                         resume: bool = False) -> ChainResult | None:
     """Train, tune the threshold at ``target_sensitivity`` on validation, evaluate on test, in ``run`` (a
     data.run.Run: its console gets each step's line). None on a DDP rank other than 0 (rank 0 tunes and
@@ -29,6 +31,7 @@ def train_tune_evaluate(cfg, run, target_sensitivity: float = 0.90, eval_opts=No
     from .evaluation.site_data import EvalOptions
     from .evaluation.tune import format_result, tune_threshold
     from .training.fit import train
+    run = Run.of(run)
     opts = eval_opts or EvalOptions(progress=run.console.progress)
     echo = run.console.echo
     result = train(cfg, run, resume=resume)

@@ -67,10 +67,10 @@ class Run:
     oof_predictions = property(lambda self: self.path / "oof_predictions.csv")
     stack_oof_predictions = property(lambda self: self.path / "stack_oof_predictions.csv")
     stack_json = property(lambda self: self.path / "stack.json")
-    interrupted_json = property(lambda self: self.path / "checkpoints" / "interrupted.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
-    binding_json = property(lambda self: self.path / "checkpoints" / "binding.json")
-    best_json = property(lambda self: self.path / "checkpoints" / "best.json")
+    interrupted_json = property(lambda self: self.checkpoints / "interrupted.json")
+    binding_json = property(lambda self: self.checkpoints / "binding.json")
+    best_json = property(lambda self: self.checkpoints / "best.json")
     bundle = property(lambda self: self.path / "bundle")
     bundle_image = property(lambda self: self.path / "bundle-image")  # a stacked cv's fold ensemble
     folds_dir = property(lambda self: self.path / "folds")
@@ -117,9 +117,6 @@ class Run:
         return [p.name for p in (self.checkpoints, self.bundle, self.val_predictions) if p.exists()]
 
     # -- readers --------------------------------------------------------------------------------------
-    def read_json(self, path: Path, what: str) -> dict:
-        return read_json(path, what)
-
     def split_summary(self) -> dict:
         """split.json (what prepare recorded), or {} for a run without one."""
         return read_json(self.split_json, "written by prepare") if self.split_json.is_file() else {}

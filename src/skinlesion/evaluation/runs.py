@@ -6,7 +6,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -36,7 +35,7 @@ def _json(path: Path) -> dict:
 def _get(data, *keys):
     """``data[k1][k2]...`` where every level must be a JSON object; anything else (a damaged file) is None."""
     for key in keys:
-        if not isinstance(data, Mapping):
+        if not isinstance(data, dict):
             return None
         data = data.get(key)
     return data
@@ -79,13 +78,14 @@ def run_row(run: Path, root: Path, now: float | None = None) -> dict:
 
 
 def _run_row(run: Path, name: str, now: float) -> dict:
+    layout = Run(run)
     try:
-        cfg = yaml.safe_load(Run(run).config_yaml.read_text(encoding="utf-8")) or {}
+        cfg = yaml.safe_load(layout.config_yaml.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         cfg = {}
     train = _get(cfg, "train") or {}
-    bundle = _json(Run(run).bundle / "config.json")
-    metrics = _json(Run(run).metrics_json())  # read leniently: a partial file still shows what it has
+    bundle = _json(layout.bundle / "config.json")
+    metrics = _json(layout.metrics_json())  # read leniently: a partial file still shows what it has
     test = _get(metrics, "at_threshold", "roc_auc") or {}
     val = _get(bundle, "metrics", "val", "roc_auc")
     if val is None:
@@ -113,13 +113,14 @@ def find_runs(root: str | Path) -> list[Path]:
     """Every folder below ``root`` (itself included) holding a split.csv or config.yaml; the fold runs of a
     cv run are listed too."""
     root = Path(root)
+    layout = Run(root)  # the names of a run's files and folders
+    skip = {p.name for p in (layout.checkpoints, layout.bundle, layout.plots)} | {"logs"}
+    marks = {layout.split_csv.name, layout.config_yaml.name}
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        here = Run(dirpath)
-        skip = {p.name for p in (here.checkpoints, here.bundle, here.plots)} | {"logs"}
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skip)
-        if here.split_csv.name in filenames or here.config_yaml.name in filenames:
-            found.append(here.path)
+        if marks & set(filenames):
+            found.append(Path(dirpath))
     return found
 
 

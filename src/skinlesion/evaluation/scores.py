@@ -4,7 +4,6 @@
 earlier versions renamed on reading (:func:`~skinlesion.evaluation.metrics.upgrade_metric_names`)."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -34,7 +33,7 @@ class MetricsFile(JsonRecord):
         if version != METRICS_FORMAT:
             raise DataError(f"{where}: metrics format {version!r} is not supported (this skinlesion reads "
                             f"{METRICS_FORMAT}). Remedy: use the skinlesion version that wrote it, or evaluate again.")
-        data = upgrade_metric_names(copy.deepcopy(data))
+        data = upgrade_metric_names(data)  # new dicts and lists; JsonRecord keeps its own copy
         n = data.get("n_images")
         if not isinstance(data.get("split"), str) or not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise DataError(f"{where}: needs 'split' (a name) and 'n_images' (a whole number >= 1). {remedy}")

@@ -17,8 +17,8 @@ def tune_threshold(run: Run | str | Path, target_sensitivity: float = 0.90, tta:
     """Highest threshold with val sensitivity >= target, on the validation images of the run's own fold
     (checked against the split the model trained on). With ``tta`` the validation probabilities are
     recomputed with test-time augmentation (the run's workers and console), so the threshold holds for
-    `predict --tta`. Writes
-    threshold.json and plots and updates the bundle; nothing is written when a check fails."""
+    `predict --tta`. Writes threshold.json and plots and updates the bundle; nothing is written when a check
+    fails."""
     from .evaluate import predict_split, run_context
     run = Run.of(run)
     run_dir = run.path

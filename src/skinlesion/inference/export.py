@@ -11,6 +11,7 @@ from ..models.task import get_task
 from .. import atomic
 from ..errors import SkinlesionError
 from ..data.images import ImageDecodeError
+from ..labels import MALIGNANT_DX
 from ..paths import check_outputs
 from .bundle import load_bundle
 
@@ -143,9 +144,15 @@ def _reference(bundle, session, path: Path, encoder) -> dict:
     logits = session.run(["logits"], feeds)[0][0]
     missing = pd.DataFrame([{"age": None, "sex": None, "localization": None}])
     row = Predictor(bundle, batch_size=1).predict([pixels], missing if encoder else None).iloc[0]
-    task = get_task(bundle.task)  # p(malignant) from onnxruntime's logits, independent of the PyTorch path above
-    from_logits = float(task.p_malignant(task.class_probabilities(torch.from_numpy(np.asarray(logits)[None]).double())
-                                         )[0])
+    # p(malignant) from onnxruntime's logits in float64 numpy, from the bundle's own class names: a reference
+    # independent of the PyTorch path (and of models.task) that the predictor used above
+    z = np.asarray(logits, dtype=np.float64)
+    if get_task(bundle.task).binary:
+        from_logits = float(1 / (1 + np.exp(-z[0])))
+    else:
+        e = np.exp(z - z.max())
+        names = list(bundle.config["class_names"])
+        from_logits = float(sum(e[i] for i, c in enumerate(names) if c in MALIGNANT_DX) / e.sum())
     return {"image": path.name, "width": int(pixels.shape[1]), "height": int(pixels.shape[0]),
             "input_tensor_mean": float(x.mean()), "input_tensor_std": float(x.std()),
             "logits": [float(v) for v in logits], "probability_from_logits": from_logits,

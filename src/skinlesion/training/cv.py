@@ -129,12 +129,17 @@ def run_cv(cfg: RunConfig, run: Run | str | Path, opts: CVOptions = CVOptions())
     return CVResult(run_dir, members, summary, bundle)
 
 
-def out_of_fold(ctx, members: list[Path], folds: int, seeds: int) -> pd.DataFrame:
+def member_predictions(members: list[Path], seeds: int) -> list[pd.DataFrame]:
+    """Each member's val_predictions.csv, checked against the split of its own fold (read once)."""
+    return [Run(m).read_val_predictions(Run(m).context(i // seeds)) for i, m in enumerate(members)]
+
+
+def out_of_fold(ctx, vals: list[pd.DataFrame], folds: int, seeds: int) -> pd.DataFrame:
     """Every train+val image once, predicted by the fold model(s) that did not train on it (the mean over
-    seeds), with its fold."""
+    seeds), with its fold; ``vals``: the members' validation predictions, fold by fold."""
     parts = []
     for k in range(folds):
-        frames = [Run(m).read_val_predictions(Run(m).context(k)) for m in members[k * seeds:(k + 1) * seeds]]
+        frames = vals[k * seeds:(k + 1) * seeds]
         fold = frames[0].copy()
         for f in frames[1:]:
             if list(f["image_id"]) != list(fold["image_id"]):
@@ -152,11 +157,11 @@ def out_of_fold(ctx, members: list[Path], folds: int, seeds: int) -> pd.DataFram
 
 def summarize_cv(ctx, members: list[Path], folds: int, seeds: int, target: float) -> dict:
     """Per-fold validation metrics (mean and sd), seed spread, the out-of-fold threshold and its table."""
-    oof = out_of_fold(ctx, members, folds, seeds)
+    vals = member_predictions(members, seeds)
+    oof = out_of_fold(ctx, vals, folds, seeds)
     atomic.write_csv(Run(ctx.run_dir).oof_predictions, oof)
     per_member = []
-    for i, m in enumerate(members):
-        val = Run(m).read_val_predictions(Run(m).context(i // seeds))
+    for i, (m, val) in enumerate(zip(members, vals)):
         per_member.append({"member": m.name, "fold": i // seeds, "seed": i % seeds,
                            **{k: float(v) for k, v in epoch_metrics(val["label"], val["probability"]).items()}})
     per_fold = []
