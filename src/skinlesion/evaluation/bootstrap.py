@@ -59,9 +59,9 @@ def bootstrap(fn: IndexMetrics, groups, n_resamples: int = 1000, seed: int = 0,
 
 def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], y, probs: tuple, groups,
                       n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
-    """metric(a) - metric(b) for ``probs`` = (a, b), two models' probabilities on the same images, its 95% CI and a two-sided bootstrap p-value:
-    (1 + resamples on the far side of zero) / (1 + resamples), doubled and capped at 1, so it is never
-    0 (its floor with B resamples is about 2 / (B + 1))."""
+    """metric(a) - metric(b) for ``probs`` = (a, b), two models' probabilities on the same images, its 95% CI
+    and a two-sided bootstrap p-value: (1 + resamples on the far side of zero) / (1 + resamples), doubled and
+    capped at 1, so it is never 0 (its floor with B resamples is about 2 / (B + 1))."""
     (prob_a, prob_b), y = probs, np.asarray(y)
     a, b = np.asarray(prob_a), np.asarray(prob_b)
     diffs = []

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+
+from ..labels import TASKS
 from ..models.task import get_task
 
 EPS = 1e-7
@@ -140,7 +142,8 @@ def rescale_classes(classes, raw_prob, calibrated_prob) -> np.ndarray:
 def offset_for(bundle_config: dict) -> float:
     """The prior offset of a bundle's training setup (its ``training_prior``; 0 for bundles without one)."""
     prior = bundle_config.get("training_prior") or {}
-    if not get_task(bundle_config.get("task") or "binary").binary:
+    task = bundle_config.get("task")
+    if task not in TASKS or not get_task(task).binary:
         return 0.0  # p(malignant) of a 7-class model: the fit's intercept absorbs the class weights
     if isinstance(prior.get("pos_weight"), (int, float)) and prior["pos_weight"] > 0:
         return prior_offset(pos_weight=float(prior["pos_weight"]))
